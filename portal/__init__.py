@@ -1,0 +1,62 @@
+"""The organizer portal: events, ticket sales, and their sync to Klaviyo."""
+import logging
+import secrets
+
+from flask import Flask
+
+from portal.config import INSTANCE, Config
+from portal.extensions import csrf, db, login_manager, migrate
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the portal: configuration, extensions, blueprints, commands."""
+    app = Flask(__name__, template_folder="../templates", static_folder="../static", instance_path=str(INSTANCE))
+    app.config.from_mapping(Config.load())
+    if test_config:
+        app.config.update(test_config)
+    _check_secrets(app)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(INSTANCE.parent / "migrations"))
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    from portal import cli, models, views  # noqa: F401  (models registers every table)
+    from portal.auth import views as auth_views
+    from portal.events import views as event_views
+    from portal.integrations import views as integration_views
+    from portal.orders import views as order_views
+    from portal.storefront import views as storefront_views
+    from portal.klaviyo.client import init_oauth
+
+    init_oauth(app)
+    for module in (views, auth_views, event_views, storefront_views, order_views, integration_views):
+        app.register_blueprint(module.bp)
+    cli.init_app(app)
+    views.init_app(app)
+    logging.getLogger("portal").setLevel(app.config.get("LOG_LEVEL", "INFO"))
+    return app
+
+
+def _check_secrets(app: Flask) -> None:
+    """Refuse to run in production on a made-up secret; in development make throwaway ones."""
+    production = app.config["ENV_NAME"] == "production"
+    for name in ("SECRET_KEY", "TOKEN_ENCRYPTION_KEY"):
+        value = app.config.get(name)
+        if value and value not in {"dev", "change-me"}:
+            continue
+        if production:
+            raise RuntimeError(f"{name} must be set to a real secret when PORTAL_ENV=production.")
+        app.config[name] = _dev_secret(name)
+
+
+def _dev_secret(name: str) -> str:
+    """A development secret kept under instance/, so sessions and stored tokens survive a restart."""
+    from cryptography.fernet import Fernet
+
+    INSTANCE.mkdir(parents=True, exist_ok=True)
+    path = INSTANCE / f"{name.lower()}.dev"
+    if not path.exists():
+        value = Fernet.generate_key().decode() if name == "TOKEN_ENCRYPTION_KEY" else secrets.token_urlsafe(48)
+        path.write_text(value)
+        path.chmod(0o600)
+    return path.read_text().strip()

@@ -1,0 +1,54 @@
+"""One flat configuration, read from the environment."""
+import os
+from pathlib import Path
+
+INSTANCE = Path(__file__).resolve().parent.parent / "instance"
+
+
+def _bool(value):
+    return str(value).lower() in {"1", "true", "yes", "on"}
+
+
+class Config:
+    """Defaults that work on a developer's machine; production overrides come from the environment."""
+
+    ENV_NAME = os.environ.get("PORTAL_ENV", "development")
+    SECRET_KEY = os.environ.get("SECRET_KEY")
+    TOKEN_ENCRYPTION_KEY = os.environ.get("TOKEN_ENCRYPTION_KEY")
+    SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL", f"sqlite:///{INSTANCE / 'portal.db'}")
+    REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    RQ_QUEUE = os.environ.get("RQ_QUEUE", "klaviyo")
+    PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000")
+
+    KLAVIYO_CLIENT_ID = os.environ.get("KLAVIYO_CLIENT_ID")
+    KLAVIYO_CLIENT_SECRET = os.environ.get("KLAVIYO_CLIENT_SECRET")
+    KLAVIYO_OAUTH_BASE = os.environ.get("KLAVIYO_OAUTH_BASE", "https://www.klaviyo.com")
+    KLAVIYO_API_BASE = os.environ.get("KLAVIYO_API_BASE", "https://a.klaviyo.com")
+    KLAVIYO_API_REVISION = os.environ.get("KLAVIYO_API_REVISION", "2026-07-15")
+    KLAVIYO_SCOPES = "accounts:read events:write"
+    KLAVIYO_TIMEOUT = float(os.environ.get("KLAVIYO_TIMEOUT", "10"))
+    # Where the local Klaviyo sandbox's "received events" page lives, when the portal talks to it.
+    KLAVIYO_SANDBOX_URL = os.environ.get("KLAVIYO_SANDBOX_URL")
+
+    SUPPORT_EMAIL = os.environ.get("SUPPORT_EMAIL", "support@example.org")
+    HELP_URL = os.environ.get("HELP_URL", "https://github.com/")
+
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = _bool(os.environ.get("SESSION_COOKIE_SECURE", PUBLIC_BASE_URL.startswith("https")))
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    WTF_CSRF_TIME_LIMIT = None
+    MAX_CONTENT_LENGTH = 1024 * 1024
+
+    LOGIN_MAX_FAILURES = 5
+    LOGIN_LOCK_SECONDS = 15 * 60
+
+    # Sync tuning: how long a claimed outbox row is leased to a worker before the sweeper may retake it.
+    OUTBOX_LEASE_SECONDS = 120
+    OUTBOX_RETRY_HORIZON_SECONDS = 3 * 24 * 3600
+    SWEEP_INTERVAL_SECONDS = 5
+
+    @classmethod
+    def load(cls):
+        return {k: getattr(cls, k) for k in dir(cls) if k.isupper()}

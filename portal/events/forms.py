@@ -1,0 +1,61 @@
+"""Forms for events, ticket types and discount codes."""
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo, available_timezones
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, DateTimeLocalField, DecimalField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms.validators import InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
+
+CURRENCIES = ["USD", "EUR", "GBP", "CAD", "AUD", "NZD", "CHF", "SEK", "NOK", "DKK", "PLN", "CZK", "MXN", "BRL",
+              "JPY", "SGD", "HKD", "ZAR", "INR"]
+TIMEZONES = sorted(available_timezones() - {"localtime", "Factory"})
+
+
+class EventForm(FlaskForm):
+    name = StringField("Event name", validators=[InputRequired(), Length(max=200)])
+    venue = StringField("Venue or location", validators=[InputRequired(), Length(max=200)])
+    timezone = SelectField("Time zone", choices=TIMEZONES, default="America/New_York")
+    starts_at = DateTimeLocalField("Starts", format="%Y-%m-%dT%H:%M", validators=[InputRequired()])
+    ends_at = DateTimeLocalField("Ends", format="%Y-%m-%dT%H:%M", validators=[InputRequired()])
+    currency = SelectField("Currency", choices=CURRENCIES, default="USD")
+    description = TextAreaField("Description", validators=[Optional(), Length(max=5000)])
+
+    def validate_ends_at(self, field):
+        if self.starts_at.data and field.data and field.data <= self.starts_at.data:
+            raise ValidationError("The event must end after it starts.")
+
+    def aware(self, value: datetime) -> datetime:
+        """The typed local time, in the event's own time zone."""
+        return value.replace(tzinfo=ZoneInfo(self.timezone.data))
+
+
+class TicketTypeForm(FlaskForm):
+    name = StringField("Ticket name", validators=[InputRequired(), Length(max=120)],
+                       description='For example "General Admission" or "VIP"')
+    price = DecimalField("Price", places=2, validators=[InputRequired(), NumberRange(min=Decimal("0"), max=Decimal("100000"))])
+    fee = DecimalField("Service fee per ticket", places=2, default=Decimal("0"),
+                       validators=[Optional(), NumberRange(min=Decimal("0"), max=Decimal("10000"))])
+    capacity = IntegerField("Capacity", validators=[InputRequired(), NumberRange(min=1, max=1_000_000)])
+
+    def validate_price(self, field):
+        if field.data is not None and field.data != field.data.quantize(Decimal("0.01")):
+            raise ValidationError("Use at most two decimal places.")
+
+
+class DiscountForm(FlaskForm):
+    code = StringField("Code", validators=[InputRequired(), Length(max=40),
+                                           Regexp(r"^[A-Za-z0-9_-]+$", message="Letters, digits, - and _ only.")])
+    kind = SelectField("Type", choices=[("percent", "Percent off"), ("fixed", "Amount off per ticket")])
+    amount = DecimalField("Amount", places=2, validators=[InputRequired(), NumberRange(min=Decimal("0.01"), max=Decimal("100000"))])
+
+    def validate_amount(self, field):
+        if self.kind.data == "percent" and field.data is not None and field.data > 100:
+            raise ValidationError("A percentage can be at most 100.")
+
+
+class WidgetForm(FlaskForm):
+    accent_color = StringField("Accent colour", validators=[InputRequired(), Regexp(r"^#[0-9a-fA-F]{6}$",
+                               message="Use a colour like #4f46e5.")])
+    button_label = StringField("Button label", validators=[InputRequired(), Length(max=40)])
+    show_description = BooleanField("Show the event description")

@@ -1,0 +1,222 @@
+"""Events: create, edit, ticket types, discount codes, make live, widget customization."""
+from flask import Blueprint, abort, flash, request, url_for
+from flask_login import current_user, login_required
+from sqlalchemy import func, select
+
+from portal.events.forms import DiscountForm, EventForm, TicketTypeForm, WidgetForm
+from portal.events.models import DiscountCode, Event, TicketType
+from portal.extensions import db
+from portal.orders.models import Order
+from portal.types import utcnow
+from portal.views import render, see_other
+
+bp = Blueprint("events", __name__, url_prefix="/manage/events")
+
+
+def get_event_or_404(event_id: int) -> Event:
+    """The current organizer's event; anyone else's is simply not found."""
+    event = db.session.get(Event, event_id)
+    if event is None or event.organizer_id != current_user.id:
+        abort(404)
+    return event
+
+
+def _ticket_type_or_404(event: Event, ticket_type_id: int) -> TicketType:
+    ticket_type = db.session.get(TicketType, ticket_type_id)
+    if ticket_type is None or ticket_type.event_id != event.id:
+        abort(404)
+    return ticket_type
+
+
+@bp.get("/")
+@login_required
+def index():
+    events = list(db.session.scalars(select(Event).where(Event.organizer_id == current_user.id)
+                                     .order_by(Event.starts_at.desc())))
+    sold = dict(db.session.execute(select(Order.event_id, func.count()).where(
+        Order.organizer_id == current_user.id).group_by(Order.event_id)).all())
+    return render("events/index.html", events=events, order_counts=sold)
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@login_required
+def new():
+    form = EventForm()
+    if form.validate_on_submit():
+        event = Event(organizer_id=current_user.id)
+        _apply(form, event)
+        db.session.add(event)
+        db.session.commit()
+        flash("Event created. Add a ticket type, then make it live.", "success")
+        return see_other("events.detail", event_id=event.id)
+    return render("events/form.html", form=form, event=None), 422 if form.errors else 200
+
+
+@bp.get("/<int:event_id>")
+@login_required
+def detail(event_id):
+    event = get_event_or_404(event_id)
+    return render("events/detail.html", event=event, ticket_form=TicketTypeForm(formdata=None),
+                  discount_form=DiscountForm(formdata=None))
+
+
+@bp.route("/<int:event_id>/edit", methods=["GET", "POST"])
+@login_required
+def edit(event_id):
+    event = get_event_or_404(event_id)
+    form = EventForm(obj=event) if request.method == "GET" else EventForm()
+    if request.method == "GET":
+        form.starts_at.data = event.starts_at.astimezone(_zone(event)).replace(tzinfo=None)
+        form.ends_at.data = event.ends_at.astimezone(_zone(event)).replace(tzinfo=None)
+    if form.validate_on_submit():
+        _apply(form, event)
+        db.session.commit()
+        flash("Event saved.", "success")
+        return see_other("events.detail", event_id=event.id)
+    return render("events/form.html", form=form, event=event), 422 if form.errors else 200
+
+
+def _zone(event):
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(event.timezone)
+
+
+def _apply(form: EventForm, event: Event) -> None:
+    event.name = form.name.data.strip()
+    event.venue = form.venue.data.strip()
+    event.timezone = form.timezone.data
+    event.currency = form.currency.data
+    event.description = (form.description.data or "").strip()
+    event.starts_at = form.aware(form.starts_at.data)
+    event.ends_at = form.aware(form.ends_at.data)
+
+
+@bp.post("/<int:event_id>/live")
+@login_required
+def make_live(event_id):
+    event = get_event_or_404(event_id)
+    if not event.ticket_types:
+        flash("Add at least one ticket type before making the event live.", "error")
+    else:
+        event.status = "live"
+        event.went_live_at = event.went_live_at or utcnow()
+        db.session.commit()
+        flash("Your event is live: the Event Page and widget now sell tickets.", "success")
+    return see_other("events.detail", event_id=event.id)
+
+
+@bp.post("/<int:event_id>/draft")
+@login_required
+def make_draft(event_id):
+    event = get_event_or_404(event_id)
+    event.status = "draft"
+    db.session.commit()
+    flash("The event is a draft again: the public can no longer buy tickets.", "info")
+    return see_other("events.detail", event_id=event.id)
+
+
+@bp.post("/<int:event_id>/ticket-types")
+@login_required
+def add_ticket_type(event_id):
+    event = get_event_or_404(event_id)
+    form = TicketTypeForm()
+    if form.validate_on_submit():
+        db.session.add(TicketType(event_id=event.id, name=form.name.data.strip(), price=form.price.data,
+                                  fee=form.fee.data or 0, capacity=form.capacity.data))
+        db.session.commit()
+        flash(f"Ticket type “{form.name.data.strip()}” added.", "success")
+        return see_other("events.detail", event_id=event.id)
+    return render("events/detail.html", event=event, ticket_form=form, discount_form=DiscountForm(formdata=None)), 422
+
+
+@bp.route("/<int:event_id>/ticket-types/<int:ticket_type_id>", methods=["GET", "POST"])
+@login_required
+def edit_ticket_type(event_id, ticket_type_id):
+    event = get_event_or_404(event_id)
+    ticket_type = _ticket_type_or_404(event, ticket_type_id)
+    form = TicketTypeForm(obj=ticket_type)
+    if form.validate_on_submit():
+        if form.capacity.data < ticket_type.sold:
+            form.capacity.errors.append(f"{ticket_type.sold} tickets are sold already; capacity can't go below that.")
+        else:
+            ticket_type.name, ticket_type.price = form.name.data.strip(), form.price.data
+            ticket_type.fee, ticket_type.capacity = form.fee.data or 0, form.capacity.data
+            db.session.commit()
+            flash("Ticket type saved.", "success")
+            return see_other("events.detail", event_id=event.id)
+    return render("events/ticket_type.html", event=event, ticket_type=ticket_type, form=form), \
+        422 if form.errors else 200
+
+
+@bp.post("/<int:event_id>/ticket-types/<int:ticket_type_id>/delete")
+@login_required
+def delete_ticket_type(event_id, ticket_type_id):
+    event = get_event_or_404(event_id)
+    ticket_type = _ticket_type_or_404(event, ticket_type_id)
+    if ticket_type.sold:
+        flash("Tickets of this type were sold, so it can't be deleted. Set its capacity to what is sold instead.", "error")
+    else:
+        db.session.delete(ticket_type)
+        db.session.commit()
+        flash("Ticket type deleted.", "info")
+    return see_other("events.detail", event_id=event.id)
+
+
+@bp.post("/<int:event_id>/discounts")
+@login_required
+def add_discount(event_id):
+    event = get_event_or_404(event_id)
+    form = DiscountForm()
+    if form.validate_on_submit():
+        code = form.code.data.strip()
+        exists = db.session.scalar(select(DiscountCode).where(DiscountCode.event_id == event.id,
+                                                              func.lower(DiscountCode.code) == code.lower()))
+        if exists:
+            form.code.errors.append("This event has that code already.")
+        else:
+            db.session.add(DiscountCode(event_id=event.id, code=code, kind=form.kind.data, amount=form.amount.data))
+            db.session.commit()
+            flash(f"Discount code {code} added.", "success")
+            return see_other("events.detail", event_id=event.id)
+    return render("events/detail.html", event=event, ticket_form=TicketTypeForm(formdata=None), discount_form=form), 422
+
+
+@bp.post("/<int:event_id>/discounts/<int:discount_id>/delete")
+@login_required
+def delete_discount(event_id, discount_id):
+    event = get_event_or_404(event_id)
+    discount = db.session.get(DiscountCode, discount_id)
+    if discount is None or discount.event_id != event.id:
+        abort(404)
+    db.session.delete(discount)
+    db.session.commit()
+    flash("Discount code removed.", "info")
+    return see_other("events.detail", event_id=event.id)
+
+
+@bp.route("/<int:event_id>/widget", methods=["GET", "POST"])
+@login_required
+def widget(event_id):
+    """Widget Customization: settings on the left, the real widget live in an iframe on the right."""
+    event = get_event_or_404(event_id)
+    form = WidgetForm(obj=event)
+    if request.method == "GET" and event.preview_opened_at is None:
+        event.preview_opened_at = utcnow()  # step 2 of "Verifying your installation"
+        db.session.commit()
+    if request.method == "POST":
+        if form.validate():
+            event.accent_color = form.accent_color.data.lower()
+            event.button_label = form.button_label.data.strip()
+            event.show_description = form.show_description.data
+            db.session.commit()
+        return render("events/widget.html", block="preview", event=event, form=form), 200 if not form.errors else 422
+    return render("events/widget.html", event=event, form=form)
+
+
+@bp.get("/<int:event_id>/orders")
+@login_required
+def orders(event_id):
+    event = get_event_or_404(event_id)
+    rows = list(db.session.scalars(select(Order).where(Order.event_id == event.id).order_by(Order.id.desc())))
+    return render("events/orders.html", event=event, orders=rows)

@@ -1,0 +1,260 @@
+"""Pure functions that turn an order into the Klaviyo events of the Data Reference.
+
+Nothing here touches the database or the network: an order comes in as plain data, JSON:API bodies for
+Klaviyo's Create Event endpoint come out. Metric and property names are exact, because organizers'
+Klaviyo flows and segments are built on them.
+"""
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import phonenumbers
+
+PLACED_ORDER = "Placed Order"
+ORDERED_EXPERIENCE = "Ordered Experience"
+REGISTERED_ATTENDEE = "Registered Attendee"
+METRICS = (PLACED_ORDER, ORDERED_EXPERIENCE, REGISTERED_ATTENDEE)
+
+# Why an attendee did or did not get a Registered Attendee event.
+REGISTERED = "registered"
+SAME_AS_PURCHASER = "same_as_purchaser"
+REPEATED_EMAIL = "repeated_email"
+NO_EMAIL = "no_email"
+REASON_TEXT = {
+    REGISTERED: "Registered Attendee sent to this attendee",
+    SAME_AS_PURCHASER: "No Registered Attendee: same e-mail as the purchaser",
+    REPEATED_EMAIL: "No Registered Attendee: this e-mail already has one in this order",
+    NO_EMAIL: "No Registered Attendee: no e-mail address",
+}
+
+
+@dataclass(frozen=True)
+class Person:
+    first_name: str
+    last_name: str
+    email: str | None
+    phone: str | None = None
+
+
+@dataclass(frozen=True)
+class TicketLine:
+    ticket_id: str  # the ticket UUID
+    type_name: str
+    base_price: Decimal
+    final_price: Decimal
+    fee: Decimal
+    attendee_id: int
+    attendee: Person
+
+
+@dataclass(frozen=True)
+class OrderData:
+    order_id: int
+    placed_at: datetime
+    currency: str
+    event_name: str
+    event_start: datetime
+    event_end: datetime
+    venue: str
+    purchaser: Person
+    tickets: tuple[TicketLine, ...]
+    phone_region: str = "US"
+
+
+@dataclass(frozen=True)
+class OutgoingEvent:
+    metric: str
+    unique_id: str
+    profile_key: str
+    body: dict
+
+
+@dataclass
+class BuildResult:
+    events: list[OutgoingEvent] = field(default_factory=list)
+    # (attendee_id, reason) for every ticket, in ticket order
+    attendee_reasons: list[tuple[int, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a Z, to the second: 2026-07-15T18:00:00Z."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime; times must be timezone-aware")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def number(amount: Decimal) -> float | int:
+    """A JSON number for a money amount: whole amounts as integers, others with their cents."""
+    amount = Decimal(amount)
+    return int(amount) if amount == amount.to_integral_value() else float(amount)
+
+
+def normalize_email(email: str | None) -> str:
+    return (email or "").strip().lower()
+
+
+def e164(phone: str | None, region: str = "US") -> str | None:
+    """The phone number in E.164, or None when it cannot be read as a valid number."""
+    if not phone or not phone.strip():
+        return None
+    try:
+        parsed = phonenumbers.parse(phone.strip(), region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def attendee_reasons(order: OrderData) -> list[tuple[int, str]]:
+    """Decide, ticket by ticket, which attendees get a Registered Attendee event and why."""
+    purchaser = normalize_email(order.purchaser.email)
+    seen: set[str] = set()
+    reasons = []
+    for line in order.tickets:
+        email = normalize_email(line.attendee.email)
+        if not email:
+            reason = NO_EMAIL
+        elif email == purchaser:
+            reason = SAME_AS_PURCHASER
+        elif email in seen:
+            reason = REPEATED_EMAIL
+        else:
+            reason = REGISTERED
+            seen.add(email)
+        reasons.append((line.attendee_id, reason))
+    return reasons
+
+
+def build_order_events(order: OrderData) -> BuildResult:
+    """Every Klaviyo event one order produces: 1 Placed Order, 1 Ordered Experience per ticket,
+    1 Registered Attendee per unique attendee e-mail other than the purchaser's."""
+    result = BuildResult()
+    purchaser_phone = _phone(order.purchaser.phone, order.phone_region, "the purchaser", result.notes)
+    result.events.append(_placed_order(order, purchaser_phone))
+    result.events.extend(_ordered_experience(order, line) for line in order.tickets)
+    result.attendee_reasons = attendee_reasons(order)
+    by_attendee = {line.attendee_id: line for line in order.tickets}
+    for attendee_id, reason in result.attendee_reasons:
+        if reason == REGISTERED:
+            line = by_attendee[attendee_id]
+            phone = _phone(line.attendee.phone, order.phone_region, f"attendee {attendee_id}", result.notes)
+            result.events.append(_registered_attendee(order, line, phone))
+    return result
+
+
+def order_total(order: OrderData) -> Decimal:
+    return sum((line.final_price + line.fee for line in order.tickets), Decimal("0"))
+
+
+def _phone(raw, region, whose, notes) -> str | None:
+    normalized = e164(raw, region)
+    if raw and raw.strip() and normalized is None:
+        notes.append(f"The phone number of {whose} could not be read as an international (E.164) number, "
+                     "so it was left out of the Klaviyo profile.")
+    return normalized
+
+
+def _profile(person: Person, phone: str | None = None) -> dict:
+    attributes = {"email": (person.email or "").strip()}
+    if person.first_name.strip():
+        attributes["first_name"] = person.first_name.strip()
+    if person.last_name.strip():
+        attributes["last_name"] = person.last_name.strip()
+    if phone:
+        attributes["phone_number"] = phone
+    return {"data": {"type": "profile", "attributes": attributes}}
+
+
+def _event(metric: str, unique_id: str, person: Person, phone: str | None, properties: dict,
+           placed_at: datetime, value: Decimal | None = None, currency: str | None = None) -> OutgoingEvent:
+    attributes = {
+        "properties": properties,
+        "time": iso_utc(placed_at),
+        "unique_id": unique_id,
+        "metric": {"data": {"type": "metric", "attributes": {"name": metric}}},
+        "profile": _profile(person, phone),
+    }
+    if value is not None:
+        attributes["value"] = number(value)
+        attributes["value_currency"] = currency
+    return OutgoingEvent(metric, unique_id, normalize_email(person.email), {"data": {"type": "event", "attributes": attributes}})
+
+
+def _placed_order(order: OrderData, phone: str | None) -> OutgoingEvent:
+    properties = {
+        "OrderId": str(order.order_id),
+        "Items": [
+            {
+                "ProductID": line.ticket_id,
+                "ProductName": line.type_name,
+                "Quantity": 1,
+                "ItemPrice": number(line.base_price),
+                "RowTotal": number(line.final_price),
+                "FeeAmount": number(line.fee),
+            }
+            for line in order.tickets
+        ],
+        "EventName": order.event_name,
+        "EventStartAt": iso_utc(order.event_start),
+        "EventEndAt": iso_utc(order.event_end),
+        "VenueName": order.venue,
+        "Currency": order.currency,
+        "AttendeeCount": len(order.tickets),
+    }
+    return _event(PLACED_ORDER, f"order_{order.order_id}", order.purchaser, phone, properties,
+                  order.placed_at, order_total(order), order.currency)
+
+
+def _ordered_experience(order: OrderData, line: TicketLine) -> OutgoingEvent:
+    properties = {
+        "OrderId": str(order.order_id),
+        "ExperienceId": line.ticket_id,
+        "ExperienceName": line.type_name,
+        "Quantity": 1,
+        "TicketPrice": number(line.base_price),
+        "FinalPrice": number(line.final_price),
+        "FeeAmount": number(line.fee),
+        "EventName": order.event_name,
+        "EventStartAt": iso_utc(order.event_start),
+        "VenueName": order.venue,
+        "Currency": order.currency,
+    }
+    # The Data Reference ties Ordered Experience to the purchaser's profile, without a phone number.
+    return _event(ORDERED_EXPERIENCE, f"experience_{line.ticket_id}", order.purchaser, None, properties,
+                  order.placed_at, line.final_price, order.currency)
+
+
+def _registered_attendee(order: OrderData, line: TicketLine, phone: str | None) -> OutgoingEvent:
+    properties = {
+        "AttendeeId": str(line.attendee_id),
+        "EventName": order.event_name,
+        "EventStartAt": iso_utc(order.event_start),
+        "EventEndAt": iso_utc(order.event_end),
+        "VenueName": order.venue,
+        "OrderId": str(order.order_id),
+        "Currency": order.currency,
+        "TicketName": line.type_name,
+    }
+    return _event(REGISTERED_ATTENDEE, f"attendee_{line.attendee_id}", line.attendee, phone, properties,
+                  order.placed_at)
+
+
+def bulk_body(events: list[dict], backfill: bool = False) -> dict:
+    """One Bulk Create Events body from Create Event bodies, grouped per profile as Klaviyo requires."""
+    groups: dict[str, dict] = {}
+    for body in events:
+        attributes = body["data"]["attributes"]
+        profile = attributes["profile"]["data"]
+        key = normalize_email(profile["attributes"].get("email")) or profile["attributes"].get("phone_number", "")
+        entry = groups.setdefault(key, {
+            "type": "event-bulk-create",
+            "attributes": {"profile": {"data": profile}, "events": {"data": []}},
+        })
+        event_attributes = {k: v for k, v in attributes.items() if k != "profile"}
+        if backfill:
+            event_attributes["backfill"] = True
+        entry["attributes"]["events"]["data"].append({"type": "event", "attributes": event_attributes})
+    return {"data": {"type": "event-bulk-create-job",
+                     "attributes": {"events-bulk-create": {"data": list(groups.values())}}}}

@@ -1,0 +1,142 @@
+"""Reading and checking a checkout form. Every problem is reported next to its field, nothing is lost."""
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from email_validator import EmailNotValidError, validate_email
+
+from portal.events.models import Event, TicketType
+from portal.klaviyo.payloads import e164
+from portal.orders.service import AttendeeInput, OrderInput, find_discount
+
+MAX_PER_ORDER = 20
+NAME_MAX = 100
+EMAIL_MAX = 99  # Klaviyo rejects e-mail addresses of 100 characters or more
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+@dataclass
+class Checkout:
+    """What the buyer typed (kept to re-render the form) and the errors found, by field name."""
+
+    values: dict
+    quantities: dict[int, int] = field(default_factory=dict)
+    ticket_count: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+    order: OrderInput | None = None
+
+
+def _text(form, name: str) -> str:
+    return (form.get(name) or "").strip()
+
+
+def _check_name(value: str, label: str, required: bool = True) -> str | None:
+    if not value:
+        return f"Enter {label}." if required else None
+    if len(value) > NAME_MAX:
+        return f"Use at most {NAME_MAX} characters."
+    if _CONTROL.search(value) or any(unicodedata.category(ch) == "Cs" for ch in value):
+        return "Remove the invisible control characters."
+    return None
+
+
+def _check_email(value: str, required: bool) -> tuple[str | None, str | None]:
+    """Returns (normalized e-mail, error)."""
+    if not value:
+        return None, "Enter an e-mail address." if required else None
+    if len(value) > EMAIL_MAX:
+        return None, f"Use an e-mail address of at most {EMAIL_MAX} characters."
+    try:
+        checked = validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        return None, "Enter a valid e-mail address, like name@example.com."
+    return checked.normalized, None
+
+
+def _check_phone(value: str) -> tuple[str | None, str | None]:
+    if not value:
+        return None, None
+    if len(value) > 30:
+        return None, "That phone number is too long."
+    normalized = e164(value)
+    if normalized is None:
+        return None, "Enter a valid phone number, with the country code for numbers outside the US (e.g. +44 20 7946 0958)."
+    return normalized, None
+
+
+def read_checkout(event: Event, form, source: str, is_test: bool) -> Checkout:
+    """Parse the posted form against this event's ticket types and check every field."""
+    values = {key: form.get(key, "") for key in form.keys()}
+    checkout = Checkout(values=values)
+    errors = checkout.errors
+    by_id = {t.id: t for t in event.ticket_types}
+
+    for key in form.keys():
+        if key.startswith("qty-"):
+            type_id = key[4:]
+            if not type_id.isdigit() or int(type_id) not in by_id:
+                errors["tickets"] = "One of the chosen ticket types does not exist any more. Please choose again."
+                continue
+            raw = _text(form, key) or "0"
+            if not raw.isdigit() or len(raw) > 4:
+                errors[key] = "Enter a whole number."
+                continue
+            checkout.quantities[int(type_id)] = int(raw)
+    checkout.ticket_count = sum(checkout.quantities.values())
+    if "tickets" not in errors and not any(k.startswith("qty-") for k in errors):
+        if checkout.ticket_count == 0:
+            errors["tickets"] = "Choose at least one ticket."
+        elif checkout.ticket_count > MAX_PER_ORDER:
+            errors["tickets"] = f"One order can hold at most {MAX_PER_ORDER} tickets."
+        for type_id, quantity in checkout.quantities.items():
+            if quantity and quantity > by_id[type_id].remaining:
+                left = by_id[type_id].remaining
+                errors[f"qty-{type_id}"] = f"Only {left} left." if left else "Sold out."
+
+    first, last = _text(form, "first_name"), _text(form, "last_name")
+    for name, value, label in (("first_name", first, "your first name"), ("last_name", last, "your last name")):
+        if problem := _check_name(value, label):
+            errors[name] = problem
+    email, problem = _check_email(_text(form, "email"), required=True)
+    if problem:
+        errors["email"] = problem
+    phone, problem = _check_phone(_text(form, "phone"))
+    if problem:
+        errors["phone"] = problem
+
+    discount = None
+    if code := _text(form, "discount_code"):
+        discount = find_discount(event, code[:40])
+        if discount is None:
+            errors["discount_code"] = "That code is not valid for this event."
+
+    lines: list[tuple[TicketType, AttendeeInput]] = []
+    position = 0
+    if checkout.ticket_count <= MAX_PER_ORDER:
+        for ticket_type in event.ticket_types:
+            for _ in range(checkout.quantities.get(ticket_type.id, 0)):
+                lines.append((ticket_type, _read_attendee(form, position, first, last, email, phone, errors)))
+                position += 1
+
+    if not errors:
+        checkout.order = OrderInput(first_name=first, last_name=last, email=email, phone=phone, lines=lines,
+                                    discount=discount, source=source, is_test=is_test)
+    return checkout
+
+
+def _read_attendee(form, i, first, last, email, phone, errors) -> AttendeeInput:
+    prefix = f"attendee-{i}-"
+    if form.get(prefix + "same"):
+        return AttendeeInput(first, last, email, phone)
+    a_first, a_last = _text(form, prefix + "first_name"), _text(form, prefix + "last_name")
+    for name, value, label in ((prefix + "first_name", a_first, "the attendee's first name"),
+                               (prefix + "last_name", a_last, "the attendee's last name")):
+        if problem := _check_name(value, label):
+            errors[name] = problem
+    a_email, problem = _check_email(_text(form, prefix + "email"), required=False)
+    if problem:
+        errors[prefix + "email"] = problem
+    a_phone, problem = _check_phone(_text(form, prefix + "phone"))
+    if problem:
+        errors[prefix + "phone"] = problem
+    return AttendeeInput(a_first, a_last, a_email, a_phone)

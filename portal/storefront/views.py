@@ -1,0 +1,116 @@
+"""The public side: the Event Page, the embeddable widget, checkout and the confirmation page."""
+from flask import Blueprint, abort, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+
+from portal.events.models import Event
+from portal.extensions import db
+from portal.integrations.service import connection_for
+from portal.orders.models import Order
+from portal.orders.service import SoldOut, place_order
+from portal.storefront.checkout import MAX_PER_ORDER, Checkout, read_checkout
+from portal.sync.models import OutboxEvent
+from portal.types import utcnow
+from portal.views import is_htmx, render, see_other
+
+bp = Blueprint("storefront", __name__)
+
+LAYOUTS = {"page": "storefront/event.html", "widget": "storefront/widget.html"}
+
+
+def _owner_preview(event: Event) -> bool:
+    return (request.values.get("preview") == "1" and current_user.is_authenticated
+            and current_user.id == event.organizer_id)
+
+
+def _event_for_sale(public_id: str) -> tuple[Event, bool]:
+    """The event, and whether this is the organizer's own test preview. Drafts only exist for their owner."""
+    event = db.session.scalar(select(Event).where(Event.public_id == public_id))
+    if event is None:
+        abort(404)
+    preview = _owner_preview(event)
+    if not event.is_live and not preview:
+        abort(404)
+    return event, preview
+
+
+def _show(event, layout, preview, checkout: Checkout | None = None, status=200, error=None):
+    checkout = checkout or Checkout(values={}, quantities={})
+    return render(LAYOUTS[layout], block="attendees" if request.args.get("fragment") == "attendees" else None,
+                  event=event, layout=layout, preview=preview, checkout=checkout, errors=checkout.errors,
+                  values=checkout.values, max_per_order=MAX_PER_ORDER, page_error=error), status
+
+
+@bp.get("/e/<public_id>")
+def event_page(public_id):
+    event, preview = _event_for_sale(public_id)
+    if preview and event.preview_opened_at is None:
+        event.preview_opened_at = utcnow()
+        db.session.commit()
+    return _show(event, "page", preview)
+
+
+@bp.get("/w/<public_id>")
+def widget(public_id):
+    event, preview = _event_for_sale(public_id)
+    return _show(event, "widget", preview)
+
+
+@bp.get("/<any(e,w):kind>/<public_id>/attendees")
+def attendees(kind, public_id):
+    """The attendee fields for the chosen quantities (htmx swaps them in as quantities change)."""
+    event, preview = _event_for_sale(public_id)
+    checkout = read_checkout(event, request.args, "preview", preview)
+    checkout.errors = {}
+    return render(LAYOUTS["page" if kind == "e" else "widget"], block="attendees", event=event, preview=preview,
+                  checkout=checkout, errors={}, values=checkout.values, layout="page" if kind == "e" else "widget",
+                  max_per_order=MAX_PER_ORDER, page_error=None)
+
+
+@bp.post("/<any(e,w):kind>/<public_id>/checkout")
+def checkout(kind, public_id):
+    layout = "page" if kind == "e" else "widget"
+    event, preview = _event_for_sale(public_id)
+    source = "preview" if preview else ("widget" if layout == "widget" else "event_page")
+    checkout = read_checkout(event, request.form, source, is_test=preview)
+    if checkout.order is None:
+        return _show(event, layout, preview, checkout, 422, "Please check the highlighted fields.")
+    try:
+        order = place_order(event, checkout.order)
+    except SoldOut as exc:
+        checkout.errors[f"qty-{exc.ticket_type.id}"] = (f"Only {exc.remaining} left." if exc.remaining else "Sold out.")
+        return _show(event, layout, preview, checkout, 409, "Someone was quicker: tickets ran out while you were choosing.")
+    endpoint = "storefront.confirmation"
+    return see_other(endpoint, token=order.public_token, w=1 if layout == "widget" else None)
+
+
+def _order_by_token(token: str) -> Order:
+    order = db.session.scalar(select(Order).where(Order.public_token == token))
+    if order is None:
+        abort(404)
+    return order
+
+
+@bp.get("/orders/<token>")
+def confirmation(token):
+    order = _order_by_token(token)
+    is_owner = current_user.is_authenticated and current_user.id == order.organizer_id
+    connection = connection_for(order.organizer_id) if is_owner else None
+    show_sync = bool(is_owner and connection and connection.status != "disconnected")
+    template = "storefront/confirmation_widget.html" if request.args.get("w") else "storefront/confirmation.html"
+    return render(template, order=order, event=order.event, show_sync=show_sync,
+                  sync_rows=_sync_rows(order) if show_sync else [])
+
+
+@bp.get("/orders/<token>/sync")
+def sync_panel(token):
+    """The live sync panel: each Klaviyo event of this order from queued to accepted. Owner only."""
+    order = _order_by_token(token)
+    if not (current_user.is_authenticated and current_user.id == order.organizer_id):
+        abort(404)
+    return render("storefront/confirmation.html", block="sync_panel", order=order, event=order.event,
+                  show_sync=True, sync_rows=_sync_rows(order))
+
+
+def _sync_rows(order: Order) -> list[OutboxEvent]:
+    return list(db.session.scalars(select(OutboxEvent).where(OutboxEvent.order_id == order.id).order_by(OutboxEvent.id)))

@@ -1,0 +1,113 @@
+"""One rate limiter per Klaviyo installation, kept in Redis and so shared by every worker process.
+
+Klaviyo counts requests per installed app instance in fixed windows: a 1 s burst window and a 60 s
+steady window, per endpoint. We count the same way, a little under Klaviyo's figures, and additionally
+stop everyone when Klaviyo answers 429 (Retry-After) or reports RateLimit-Remaining: 0.
+"""
+import random
+import time
+
+from portal.sync.queue import redis_connection
+
+# endpoint -> (burst per second, steady per minute), from Klaviyo's published tiers
+KLAVIYO_LIMITS = {
+    "events": (350, 3500),  # XL: Create Event
+    "bulk": (10, 150),  # M: Bulk Create Events
+    "accounts": (1, 15),  # XS: Get Accounts
+}
+HEADROOM = 0.9
+
+_ACQUIRE = """
+local blocked = redis.call('PTTL', KEYS[3])
+if blocked > 0 then return blocked end
+local b = redis.call('INCR', KEYS[1])
+if b == 1 then redis.call('PEXPIRE', KEYS[1], 1000) end
+local s = redis.call('INCR', KEYS[2])
+if s == 1 then redis.call('PEXPIRE', KEYS[2], 60000) end
+if b > tonumber(ARGV[1]) then
+  redis.call('DECR', KEYS[1]); redis.call('DECR', KEYS[2])
+  local t = redis.call('PTTL', KEYS[1]); if t < 1 then t = 1 end
+  return t
+end
+if s > tonumber(ARGV[2]) then
+  redis.call('DECR', KEYS[1]); redis.call('DECR', KEYS[2])
+  local t = redis.call('PTTL', KEYS[2]); if t < 1 then t = 1 end
+  return t
+end
+return 0
+"""
+
+
+def _limits(endpoint: str) -> tuple[int, int]:
+    burst, steady = KLAVIYO_LIMITS[endpoint]
+    return max(int(burst * HEADROOM), 1), max(int(steady * HEADROOM), 1)
+
+
+def _keys(installation: str, endpoint: str):
+    base = f"portal:rl:{installation}:{endpoint}"
+    return f"{base}:burst", f"{base}:steady", f"{base}:blocked"
+
+
+def try_acquire(installation: str, endpoint: str) -> float:
+    """Take one request slot. Returns 0 when granted, else how many seconds to wait before asking again."""
+    burst, steady = _limits(endpoint)
+    wait_ms = redis_connection().eval(_ACQUIRE, 3, *_keys(installation, endpoint), burst, steady)
+    return int(wait_ms) / 1000.0
+
+
+def acquire(installation: str, endpoint: str, max_wait: float = 2.0) -> float:
+    """Wait (up to max_wait seconds) for a slot. Returns 0 when granted, else the remaining wait."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        wait = try_acquire(installation, endpoint)
+        if wait == 0:
+            return 0.0
+        if time.monotonic() + wait > deadline:
+            return wait
+        time.sleep(wait + random.uniform(0, 0.05))  # jitter, so workers don't wake in lockstep
+
+
+def block(installation: str, endpoint: str, seconds: float) -> None:
+    """Stop every worker from calling this endpoint for this installation for `seconds` (429, Remaining 0)."""
+    blocked = _keys(installation, endpoint)[2]
+    ms = max(int(seconds * 1000), 1)
+    r = redis_connection()
+    current = r.pttl(blocked)
+    if current is None or current < ms:
+        r.set(blocked, 1, px=ms)
+
+
+def observe(installation: str, endpoint: str, status: int, headers: dict) -> None:
+    """Learn from Klaviyo's answer: RateLimit-* headers on success, Retry-After on 429; keep meter figures."""
+    r = redis_connection()
+    meter = f"portal:meter:{installation}"
+    now = time.time()
+    if status == 429:
+        try:
+            retry_after = int(headers.get("Retry-After", "1"))
+        except ValueError:
+            retry_after = 1
+        block(installation, endpoint, retry_after + random.uniform(0.05, 0.5))
+        r.zadd(f"{meter}:429s", {f"{now}:{random.random()}": now})
+        r.zremrangebyscore(f"{meter}:429s", 0, now - 3600)
+        r.expire(f"{meter}:429s", 3700)
+        return
+    remaining = headers.get("RateLimit-Remaining")
+    if remaining is not None:
+        r.hset(meter, mapping={"remaining": remaining, "endpoint": endpoint, "at": now})
+        r.expire(meter, 3600)
+        try:
+            if int(remaining) <= 0:
+                block(installation, endpoint, float(headers.get("RateLimit-Reset", "1")))
+        except ValueError:
+            pass
+
+
+def meter(installation: str) -> dict:
+    """Figures for the rate-limit meter: RateLimit-Remaining last reported, and 429s in the last hour."""
+    r = redis_connection()
+    key = f"portal:meter:{installation}"
+    data = {k.decode(): v.decode() for k, v in (r.hgetall(key) or {}).items()}
+    now = time.time()
+    data["throttled_last_hour"] = r.zcount(f"{key}:429s", now - 3600, now)
+    return data

@@ -1,0 +1,68 @@
+"""The outbox: one row per Klaviyo event to send, written in the same transaction as its order."""
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.extensions import db
+from portal.types import UTCDateTime, utcnow
+
+PENDING = "pending"  # waiting to be sent (maybe not before next_attempt_at)
+CLAIMED = "claimed"  # taken by a worker, leased until claimed_until
+SENT = "sent"  # accepted by Klaviyo (202)
+FAILED = "failed"  # rejected for good, or out of retries; a person can retry it
+HELD = "held"  # the connection needs reconnecting; resumes by itself afterwards
+CANCELLED = "cancelled"  # never to be sent (disconnected)
+ACTIVE_STATUSES = (PENDING, CLAIMED, HELD)
+
+
+class OutboxEvent(db.Model):
+    __tablename__ = "outbox_events"
+    __table_args__ = (
+        UniqueConstraint("organizer_id", "unique_id"),
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_org_status", "organizer_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organizer_id: Mapped[int] = mapped_column(ForeignKey("organizers.id"))
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    metric: Mapped[str] = mapped_column(String(128))
+    unique_id: Mapped[str] = mapped_column(String(255))
+    profile_key: Mapped[str] = mapped_column(String(254))
+    payload: Mapped[str] = mapped_column(Text)  # the exact JSON:API body of Create Event
+    backfill: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(String(12), default=PENDING)
+    status_detail: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Automatic retries stop here (about 3 days after the first try); a person's Retry moves it on.
+    give_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claim_token: Mapped[str | None] = mapped_column(String(36), index=True)
+    last_http_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_pointer: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    attempts_log: Mapped[list["DeliveryAttempt"]] = relationship(
+        order_by="DeliveryAttempt.id", cascade="all, delete-orphan", back_populates="outbox_event"
+    )
+
+
+class DeliveryAttempt(db.Model):
+    """One try at sending one outbox row, as shown on the order's sync timeline."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox_events.id"), index=True)
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(20))  # accepted | retry | failed | held | cancelled
+    http_status: Mapped[int | None]
+    detail: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[int | None]
+    via: Mapped[str] = mapped_column(String(8), default="single")  # single | bulk
+
+    outbox_event: Mapped[OutboxEvent] = relationship(back_populates="attempts_log")

@@ -1,0 +1,48 @@
+"""The sync worker: create the app once, then run an rq worker that also sweeps the outbox.
+
+    python worker.py            # what the run command starts
+    python worker.py --burst    # drain the queue and exit
+"""
+import argparse
+import logging
+import sys
+
+from rq import SimpleWorker
+
+from portal import create_app
+from portal.sync.jobs import sweep
+from portal.sync.queue import queue, redis_connection
+
+
+class OutboxWorker(SimpleWorker):
+    """An rq worker whose periodic maintenance also runs the outbox sweeper.
+
+    rq calls run_maintenance_tasks between jobs and while idle, and keeps doing so across a Redis restart,
+    so rows that a dead worker or a lost job left behind are always picked up again.
+    """
+
+    def run_maintenance_tasks(self):
+        super().run_maintenance_tasks()
+        try:
+            sweep()
+        except Exception:  # noqa: BLE001 - the sweeper must never take the worker down
+            logging.getLogger("portal.sync").exception("sweep failed")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = create_app()
+    with app.app_context():
+        interval = app.config["SWEEP_INTERVAL_SECONDS"]
+        # worker_ttl bounds how long the worker blocks waiting for a job, so maintenance runs every few seconds.
+        worker = OutboxWorker([queue()], connection=redis_connection(), maintenance_interval=interval,
+                              worker_ttl=interval + 16)
+        worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
