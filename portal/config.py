@@ -45,9 +45,11 @@ class Config:
     LOGIN_LOCK_SECONDS = 15 * 60
 
     # Sync tuning: how long a claimed outbox row is leased to a worker before the sweeper may retake it.
-    OUTBOX_LEASE_SECONDS = 120
-    OUTBOX_RETRY_HORIZON_SECONDS = 3 * 24 * 3600
-    SWEEP_INTERVAL_SECONDS = 5
+    OUTBOX_LEASE_SECONDS = int(os.environ.get("OUTBOX_LEASE_SECONDS", "120"))
+    OUTBOX_RETRY_HORIZON_SECONDS = int(os.environ.get("OUTBOX_RETRY_HORIZON_SECONDS", str(3 * 24 * 3600)))
+    RETRY_BASE_SECONDS = float(os.environ.get("RETRY_BASE_SECONDS", "2"))
+    SWEEP_INTERVAL_SECONDS = int(os.environ.get("SWEEP_INTERVAL_SECONDS", "5"))
+    DEFAULT_PHONE_REGION = os.environ.get("DEFAULT_PHONE_REGION", "US")
 
     @classmethod
     def load(cls):
