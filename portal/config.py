@@ -49,6 +49,12 @@ class Config:
     OUTBOX_RETRY_HORIZON_SECONDS = int(os.environ.get("OUTBOX_RETRY_HORIZON_SECONDS", str(3 * 24 * 3600)))
     RETRY_BASE_SECONDS = float(os.environ.get("RETRY_BASE_SECONDS", "2"))
     SWEEP_INTERVAL_SECONDS = int(os.environ.get("SWEEP_INTERVAL_SECONDS", "5"))
+    # A backlog up to this size goes out as single Create Event calls (lowest latency); a larger one
+    # through Bulk Create, at most SYNC_BATCH_LIMIT events a request (Klaviyo's cap is 1,000).
+    SYNC_SINGLE_THRESHOLD = int(os.environ.get("SYNC_SINGLE_THRESHOLD", "10"))
+    SYNC_BATCH_LIMIT = int(os.environ.get("SYNC_BATCH_LIMIT", "1000"))
+    # Refresh the access token this long before it expires (the official SDK uses 30 s).
+    KLAVIYO_REFRESH_MARGIN_SECONDS = int(os.environ.get("KLAVIYO_REFRESH_MARGIN_SECONDS", "60"))
     DEFAULT_PHONE_REGION = os.environ.get("DEFAULT_PHONE_REGION", "US")
 
     @classmethod

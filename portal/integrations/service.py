@@ -2,6 +2,7 @@
 import logging
 from datetime import timedelta
 
+from flask import current_app
 from redis.exceptions import RedisError
 from sqlalchemy import select, update
 
@@ -15,7 +16,6 @@ from portal.sync.queue import enqueue_delivery, redis_connection
 from portal.types import utcnow
 
 log = logging.getLogger("portal.klaviyo")
-REFRESH_MARGIN = timedelta(seconds=60)
 
 
 def connection_for(organizer_id: int) -> KlaviyoConnection | None:
@@ -87,9 +87,13 @@ def after_connect(connection: KlaviyoConnection) -> None:
     enqueue_delivery(connection.organizer_id)
 
 
+def _margin() -> timedelta:
+    return timedelta(seconds=current_app.config["KLAVIYO_REFRESH_MARGIN_SECONDS"])
+
+
 def access_token(connection: KlaviyoConnection) -> str:
     """A usable access token, refreshed first when it is about to expire."""
-    if connection.expires_at is None or connection.expires_at - utcnow() < REFRESH_MARGIN:
+    if connection.expires_at is None or connection.expires_at - utcnow() < _margin():
         return refresh(connection, stale=decrypt(connection.access_token_enc))
     return decrypt(connection.access_token_enc)
 
@@ -106,7 +110,7 @@ def refresh(connection: KlaviyoConnection, stale: str | None) -> str:
         current = decrypt(connection.access_token_enc)
         if connection.status != CONNECTED:
             raise client.TokenRejected("not_connected", "The connection is no longer active.")
-        if current != stale and connection.expires_at and connection.expires_at - utcnow() > REFRESH_MARGIN:
+        if current != stale and connection.expires_at and connection.expires_at - utcnow() > _margin():
             return current  # another worker refreshed it meanwhile
         try:
             token = client.refresh_token(decrypt(connection.refresh_token_enc))

@@ -25,9 +25,8 @@ from portal.types import utcnow
 
 log = logging.getLogger("portal.sync")
 
-BATCH_LIMIT = 1000  # Klaviyo's cap on events per Bulk Create request
+KLAVIYO_BULK_MAX_EVENTS = 1000  # Klaviyo's cap on events per Bulk Create request
 BULK_MAX_BYTES = 4_500_000  # under Klaviyo's 5 MB
-SINGLE_THRESHOLD = 10  # a backlog this small goes out as single Create Event calls, for latency
 
 
 class Stop(Exception):
@@ -41,18 +40,20 @@ def deliver(organizer_id: int) -> int:
     except RedisError:
         pass
     accepted = 0
-    lease = current_app.config["OUTBOX_LEASE_SECONDS"]
+    config = current_app.config
+    lease = config["OUTBOX_LEASE_SECONDS"]
+    batch_limit = min(config["SYNC_BATCH_LIMIT"], KLAVIYO_BULK_MAX_EVENTS)
     while True:
         connection = service.connection_for(organizer_id)
         if connection is None or connection.status != CONNECTED:
             return accepted
-        rows = claim(organizer_id, BATCH_LIMIT, lease)
+        rows = claim(organizer_id, batch_limit, lease)
         if not rows:
             return accepted
-        if len(rows) == BATCH_LIMIT:
+        if len(rows) == batch_limit:
             enqueue_delivery(organizer_id)  # a big backlog: let another idle worker join in
         try:
-            if len(rows) <= SINGLE_THRESHOLD:
+            if len(rows) <= config["SYNC_SINGLE_THRESHOLD"]:
                 for index, row in enumerate(rows):
                     try:
                         accepted += _send_single(connection, row)
@@ -109,7 +110,7 @@ def _chunks(rows: list[Claimed]):
     chunk, size = [], 0
     for row in rows:
         row_size = len(row.payload.encode())
-        if chunk and (len(chunk) >= BATCH_LIMIT or size + row_size > BULK_MAX_BYTES):
+        if chunk and (len(chunk) >= KLAVIYO_BULK_MAX_EVENTS or size + row_size > BULK_MAX_BYTES):
             yield chunk
             chunk, size = [], 0
         chunk.append(row)
