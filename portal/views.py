@@ -69,6 +69,14 @@ def healthz():
     return jsonify(status="ok" if healthy else "unhealthy", checks=checks), 200 if healthy else 503
 
 
+def _in_widget() -> bool:
+    endpoint = request.endpoint or ""
+    if not endpoint.startswith("storefront."):
+        return False
+    return (endpoint in {"storefront.widget", "storefront.sync_panel"} or request.args.get("w") == "1"
+            or (request.view_args or {}).get("kind") == "w")
+
+
 def init_app(app):
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please log in to continue."
@@ -145,7 +153,8 @@ def init_app(app):
     def security_headers(response):
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
-        # The widget is meant to be embedded by organizers' own sites; everything else is not.
-        if not (request.endpoint or "").startswith("storefront.widget"):
+        # The widget, and the checkout and confirmation pages shown inside it, are meant to be embedded
+        # by organizers' own sites; everything else is not.
+        if not _in_widget():
             response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
         return response

@@ -139,9 +139,17 @@ class PortalClient(FlaskClient):
         match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(r'"X-CSRFToken": "([^"]+)"', html)
         return match.group(1)
 
+    def form_token(self, checkout_url: str) -> str:
+        """The signed token a checkout form carries, read from the page that shows the form."""
+        page = checkout_url.replace("/checkout", "", 1)
+        html = self.get(page).get_data(as_text=True)
+        return re.search(r'name="form_token" value="([^"]+)"', html).group(1)
+
     def post_form(self, url, data=None, **kwargs):
         data = dict(data or {})
         data.setdefault("csrf_token", self.csrf_token())
+        if "/checkout" in url:
+            data.setdefault("form_token", self.form_token(url))
         return self.post(url, data=data, **kwargs)
 
 

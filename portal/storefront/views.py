@@ -1,10 +1,11 @@
 """The public side: the Event Page, the embeddable widget, checkout and the confirmation page."""
-from flask import Blueprint, abort, request, url_for
+from flask import Blueprint, abort, current_app, request
 from flask_login import current_user
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 
 from portal.events.models import Event
-from portal.extensions import db
+from portal.extensions import csrf, db
 from portal.integrations.service import connection_for
 from portal.orders.models import Order
 from portal.orders.service import SoldOut, place_order
@@ -16,6 +17,24 @@ from portal.views import is_htmx, render, see_other
 bp = Blueprint("storefront", __name__)
 
 LAYOUTS = {"page": "storefront/event.html", "widget": "storefront/widget.html"}
+FORM_TOKEN_MAX_AGE = 12 * 3600
+
+
+def _signer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="checkout-form")
+
+
+def form_token(event: Event) -> str:
+    """The checkout's anti-forgery token. It is signed rather than tied to the session, because the
+    widget runs inside organizers' sites, where browsers don't send our session cookie."""
+    return _signer().dumps(event.public_id)
+
+
+def _form_token_ok(event: Event) -> bool:
+    try:
+        return _signer().loads(request.form.get("form_token", ""), max_age=FORM_TOKEN_MAX_AGE) == event.public_id
+    except BadSignature:
+        return False
 
 
 def _owner_preview(event: Event) -> bool:
@@ -36,9 +55,9 @@ def _event_for_sale(public_id: str) -> tuple[Event, bool]:
 
 def _show(event, layout, preview, checkout: Checkout | None = None, status=200, error=None):
     checkout = checkout or Checkout(values={}, quantities={})
-    return render(LAYOUTS[layout], block="attendees" if request.args.get("fragment") == "attendees" else None,
-                  event=event, layout=layout, preview=preview, checkout=checkout, errors=checkout.errors,
-                  values=checkout.values, max_per_order=MAX_PER_ORDER, page_error=error), status
+    return render(LAYOUTS[layout], event=event, layout=layout, preview=preview, checkout=checkout,
+                  errors=checkout.errors, values=checkout.values, max_per_order=MAX_PER_ORDER, page_error=error,
+                  form_token=form_token(event)), status
 
 
 @bp.get("/e/<public_id>")
@@ -64,13 +83,18 @@ def attendees(kind, public_id):
     checkout.errors = {}
     return render(LAYOUTS["page" if kind == "e" else "widget"], block="attendees", event=event, preview=preview,
                   checkout=checkout, errors={}, values=checkout.values, layout="page" if kind == "e" else "widget",
-                  max_per_order=MAX_PER_ORDER, page_error=None)
+                  max_per_order=MAX_PER_ORDER, page_error=None, form_token=form_token(event))
 
 
 @bp.post("/<any(e,w):kind>/<public_id>/checkout")
+@csrf.exempt  # checked below with the signed form token instead
 def checkout(kind, public_id):
     layout = "page" if kind == "e" else "widget"
     event, preview = _event_for_sale(public_id)
+    if not _form_token_ok(event):
+        checkout = Checkout(values={k: request.form.get(k, "") for k in request.form.keys()})
+        return _show(event, layout, preview, checkout, 400,
+                     "This form has expired or did not come from this page. Check your details and submit again.")
     source = "preview" if preview else ("widget" if layout == "widget" else "event_page")
     checkout = read_checkout(event, request.form, source, is_test=preview)
     if checkout.order is None:
@@ -80,8 +104,7 @@ def checkout(kind, public_id):
     except SoldOut as exc:
         checkout.errors[f"qty-{exc.ticket_type.id}"] = (f"Only {exc.remaining} left." if exc.remaining else "Sold out.")
         return _show(event, layout, preview, checkout, 409, "Someone was quicker: tickets ran out while you were choosing.")
-    endpoint = "storefront.confirmation"
-    return see_other(endpoint, token=order.public_token, w=1 if layout == "widget" else None)
+    return see_other("storefront.confirmation", token=order.public_token, w=1 if layout == "widget" else None)
 
 
 def _order_by_token(token: str) -> Order:
