@@ -3,9 +3,9 @@ from portal.auth.models import LoginThrottle, Organizer
 from portal.events.models import DiscountCode, Event, TicketType
 from portal.integrations.models import KlaviyoConnection
 from portal.orders.models import Attendee, Order, Ticket
-from portal.sync.models import DeliveryAttempt, OutboxEvent
+from portal.sync.models import BackfillRun, DeliveryAttempt, OutboxEvent
 
 __all__ = [
-    "Attendee", "DeliveryAttempt", "DiscountCode", "Event", "KlaviyoConnection", "LoginThrottle",
+    "Attendee", "BackfillRun", "DeliveryAttempt", "DiscountCode", "Event", "KlaviyoConnection", "LoginThrottle",
     "Order", "Organizer", "OutboxEvent", "Ticket", "TicketType",
 ]

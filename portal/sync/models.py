@@ -32,6 +32,7 @@ class OutboxEvent(db.Model):
     profile_key: Mapped[str] = mapped_column(String(254))
     payload: Mapped[str] = mapped_column(Text)  # the exact JSON:API body of Create Event
     backfill: Mapped[bool] = mapped_column(default=False)
+    backfill_run_id: Mapped[int | None] = mapped_column(ForeignKey("backfill_runs.id"), index=True)
     status: Mapped[str] = mapped_column(String(12), default=PENDING)
     status_detail: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
@@ -66,3 +67,21 @@ class DeliveryAttempt(db.Model):
     via: Mapped[str] = mapped_column(String(8), default="single")  # single | bulk
 
     outbox_event: Mapped[OutboxEvent] = relationship(back_populates="attempts_log")
+
+
+class BackfillRun(db.Model):
+    """Sending an organizer's past orders to Klaviyo (with backfill: true, so no flows fire)."""
+
+    __tablename__ = "backfill_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organizer_id: Mapped[int] = mapped_column(ForeignKey("organizers.id"), index=True)
+    status: Mapped[str] = mapped_column(String(12), default="running")  # running | cancelled | done
+    total_orders: Mapped[int] = mapped_column(default=0)
+    processed_orders: Mapped[int] = mapped_column(default=0)
+    events_queued: Mapped[int] = mapped_column(default=0)
+    events_skipped: Mapped[int] = mapped_column(default=0)
+    last_order_id: Mapped[int] = mapped_column(default=0)  # the cursor: orders up to here are done
+    max_order_id: Mapped[int] = mapped_column(default=0)  # orders placed after the run started are live ones
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
