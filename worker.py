@@ -6,6 +6,7 @@
 import argparse
 import logging
 import sys
+import time
 
 from rq import SimpleWorker
 
@@ -21,8 +22,13 @@ class OutboxWorker(SimpleWorker):
     so rows that a dead worker or a lost job left behind are always picked up again.
     """
 
+    rq_maintenance_every = 60.0  # rq's own registry cleaning needn't run as often as our sweep
+    _rq_maintained_at = 0.0
+
     def run_maintenance_tasks(self):
-        super().run_maintenance_tasks()
+        if time.monotonic() - self._rq_maintained_at >= self.rq_maintenance_every:
+            super().run_maintenance_tasks()
+            self._rq_maintained_at = time.monotonic()
         try:
             sweep()
         except Exception:  # noqa: BLE001 - the sweeper must never take the worker down

