@@ -29,6 +29,10 @@ class OutboxWorker(SimpleWorker):
         if time.monotonic() - self._rq_maintained_at >= self.rq_maintenance_every:
             super().run_maintenance_tasks()
             self._rq_maintained_at = time.monotonic()
+        else:
+            from rq.utils import now
+
+            self.last_cleaned_at = now()  # rq schedules the next maintenance from this
         try:
             sweep()
         except Exception:  # noqa: BLE001 - the sweeper must never take the worker down
