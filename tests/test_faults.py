@@ -7,7 +7,8 @@ import requests
 from sqlalchemy import func, select
 
 from portal.extensions import db
-from portal.orders.service import AttendeeInput, OrderInput, place_order
+from portal.klaviyo.payloads import build_order_events
+from portal.orders.service import AttendeeInput, OrderInput, place_order, snapshot
 from portal.sync.models import OutboxEvent
 from tests.conftest import RedisServer, oauth_connect, sandbox_events, wait_for
 
@@ -28,8 +29,7 @@ def place_orders(app, event_id, count, guest=True):
             order = place_order(event, OrderInput(first_name="Buyer", last_name=str(i),
                                                   email=f"buyer{i}@buyers.example", phone=None,
                                                   lines=[(ticket_type, attendee)]))
-            expected |= {row.unique_id for row in db.session.scalars(
-                select(OutboxEvent).where(OutboxEvent.order_id == order.id))}
+            expected |= {e.unique_id for e in build_order_events(snapshot(order)).events}
     return expected
 
 

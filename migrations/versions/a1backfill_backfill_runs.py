@@ -26,6 +26,7 @@ def upgrade():
     sa.Column('status', sa.String(length=12), nullable=False),
     sa.Column('total_orders', sa.Integer(), nullable=False),
     sa.Column('processed_orders', sa.Integer(), nullable=False),
+    sa.Column('events_planned', sa.Integer(), nullable=False),
     sa.Column('events_queued', sa.Integer(), nullable=False),
     sa.Column('events_skipped', sa.Integer(), nullable=False),
     sa.Column('last_order_id', sa.Integer(), nullable=False),

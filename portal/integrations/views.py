@@ -12,7 +12,7 @@ from portal.integrations import service
 from portal.integrations.models import CONNECTED, DISCONNECTED, NEEDS_RECONNECT
 from portal.klaviyo import client
 from portal.orders.models import Order
-from portal.sync import limiter
+from portal.sync import backfill, limiter
 from portal.sync.models import CANCELLED, FAILED, HELD, PENDING, CLAIMED, SENT, OutboxEvent
 from portal.types import utcnow
 from portal.views import render, see_other
@@ -39,6 +39,9 @@ def _page(panel: str | None = None, **extra):
     }
     if panel == "details" and connection:
         context["stats"] = queue_stats(current_user.id)
+        run = backfill.current_run(current_user.id)
+        context["run"] = run
+        context["run_progress"] = backfill.progress(run) if run else None
         try:
             context["meter"] = limiter.meter(service.installation_key(connection))
         except Exception:  # noqa: BLE001 - the meter is informative; Redis being down must not break the page
@@ -249,3 +252,67 @@ def checklist(connection) -> list[dict]:
 
 def status_label(status: str) -> str:
     return {CONNECTED: "Connected", NEEDS_RECONNECT: "Needs reconnect", DISCONNECTED: "Not connected"}.get(status, status)
+
+
+@bp.get("/klaviyo/backfill")
+@login_required
+def backfill_plan():
+    """The dry run of "Send past orders to Klaviyo"."""
+    context = _page("details")
+    if context["connection"] is None or not context["connection"].is_active:
+        abort(404)
+    return render("integrations/index.html", block="backfill", plan=backfill.plan(current_user.id), **context)
+
+
+@bp.post("/klaviyo/backfill")
+@login_required
+def backfill_start():
+    connection = _connection_or_404()
+    if not connection.is_active:
+        flash("Reconnect Klaviyo before sending past orders.", "error")
+        return see_other("integrations.details")
+    run = backfill.current_run(current_user.id)
+    if run and run.status == "running":
+        flash("A backfill is running already.", "info")
+    else:
+        backfill.start(current_user.id)
+        flash("Sending past orders to Klaviyo. They are recorded without triggering flows.", "success")
+    return see_other("integrations.details")
+
+
+@bp.get("/klaviyo/backfill/progress")
+@login_required
+def backfill_progress():
+    context = _page("details")
+    if context["connection"] is None or context["run"] is None:
+        abort(404)
+    return render("integrations/index.html", block="backfill", **context)
+
+
+def _run_or_404(run_id: int):
+    from portal.sync.models import BackfillRun
+
+    run = db.session.get(BackfillRun, run_id)
+    if run is None or run.organizer_id != current_user.id:
+        abort(404)
+    return run
+
+
+@bp.post("/klaviyo/backfill/<int:run_id>/cancel")
+@login_required
+def backfill_cancel(run_id):
+    run = _run_or_404(run_id)
+    if run.status == "running":
+        backfill.cancel(run)
+        flash("Backfill stopped. Resume it to carry on where it stopped.", "info")
+    return see_other("integrations.details")
+
+
+@bp.post("/klaviyo/backfill/<int:run_id>/resume")
+@login_required
+def backfill_resume(run_id):
+    run = _run_or_404(run_id)
+    if run.status == "cancelled" and _connection_or_404().is_active:
+        backfill.resume(run)
+        flash("Backfill resumed.", "success")
+    return see_other("integrations.details")

@@ -148,8 +148,8 @@ def _bulk_request(connection, chunk) -> client.ApiResponse:
         if wait:
             _release_rest(chunk, wait, "waiting for Klaviyo's rate limit")
             raise Stop()
-        backfill = all(row.backfill for row in chunk)
-        body = bulk_body([json.loads(row.payload) for row in chunk], backfill=backfill)
+        # Past events carry backfill: true in their own payload, so one request may mix both kinds.
+        body = bulk_body([json.loads(row.payload) for row in chunk])
         response = _call(connection, client.bulk_create_events, body, chunk)
         limiter.observe(installation, "bulk", response.status, response.headers)
     return response

@@ -79,6 +79,7 @@ class BackfillRun(db.Model):
     status: Mapped[str] = mapped_column(String(12), default="running")  # running | cancelled | done
     total_orders: Mapped[int] = mapped_column(default=0)
     processed_orders: Mapped[int] = mapped_column(default=0)
+    events_planned: Mapped[int] = mapped_column(default=0)  # from the dry run, for the progress bar
     events_queued: Mapped[int] = mapped_column(default=0)
     events_skipped: Mapped[int] = mapped_column(default=0)
     last_order_id: Mapped[int] = mapped_column(default=0)  # the cursor: orders up to here are done

@@ -63,7 +63,7 @@ def claim(organizer_id: int, limit: int, lease_seconds: int) -> list[Claimed]:
         select(OutboxEvent.id)
         .where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.status == PENDING,
                OutboxEvent.next_attempt_at <= now)
-        .order_by(OutboxEvent.id)
+        .order_by(OutboxEvent.backfill, OutboxEvent.id)  # live purchases go before a history backfill
         .limit(limit)
     )
     if db.session.get_bind().dialect.name == "postgresql":

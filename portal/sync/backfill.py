@@ -1,0 +1,199 @@
+"""Sending past orders to Klaviyo: a dry run first, then a resumable, cancellable run.
+
+Past events go out with backfill: true, so Klaviyo records them without firing flows (no confirmation
+mails for last year's orders). Every event keeps its deterministic unique_id, so nothing Klaviyo
+already has is sent again, and a run that is stopped and resumed picks up where it left off.
+"""
+import json
+import math
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import selectinload
+
+from portal.extensions import db
+from portal.integrations.service import connection_for
+from portal.klaviyo.payloads import build_order_events
+from portal.orders.models import Attendee, Order, Ticket
+from portal.orders.service import snapshot
+from portal.sync.limiter import KLAVIYO_LIMITS
+from portal.sync.models import CANCELLED, PENDING, SENT, BackfillRun, OutboxEvent
+from portal.sync.outbox import add_rows
+from portal.sync.queue import enqueue_delivery, queue
+from portal.types import utcnow
+
+CHUNK_ORDERS = 500
+RUNNING, STOPPED, DONE = "running", "cancelled", "done"
+
+
+@dataclass
+class Plan:
+    orders: int
+    tickets: int
+    attendee_events: int
+    events: int
+    already_sent: int
+    to_send: int
+    estimated_seconds: float
+
+
+def estimate_seconds(events: int) -> float:
+    """How long Klaviyo's Bulk Create limits let `events` take: 1,000 events a request, 10 requests a
+    second for the first minute's 150, then 150 a minute."""
+    if events <= 0:
+        return 0.0
+    burst, steady = KLAVIYO_LIMITS["bulk"]
+    requests = math.ceil(events / 1000)
+    if requests <= steady:
+        return requests / burst
+    return steady / burst + (requests - steady) * 60 / steady
+
+
+def plan(organizer_id: int) -> Plan:
+    """The dry run: what a backfill would send, and what Klaviyo has already (by unique_id)."""
+    orders = db.session.scalar(select(func.count()).select_from(Order).where(Order.organizer_id == organizer_id))
+    tickets = db.session.scalar(select(func.count()).select_from(Ticket).join(Order)
+                                .where(Order.organizer_id == organizer_id))
+    attendee_events = 0
+    rows = db.session.execute(
+        select(Order.id, Order.email, Attendee.email).join(Ticket, Ticket.order_id == Order.id)
+        .join(Attendee, Attendee.ticket_id == Ticket.id).where(Order.organizer_id == organizer_id)
+        .order_by(Order.id, Ticket.position))
+    seen: dict[int, set] = {}
+    for order_id, purchaser, email in rows:
+        email = (email or "").strip().lower()
+        if email and email != (purchaser or "").strip().lower() and email not in seen.setdefault(order_id, set()):
+            seen[order_id].add(email)
+            attendee_events += 1
+    events = orders + tickets + attendee_events
+    already = db.session.scalar(select(func.count()).select_from(OutboxEvent).where(
+        OutboxEvent.organizer_id == organizer_id, OutboxEvent.status == SENT, OutboxEvent.order_id.is_not(None)))
+    to_send = max(events - already, 0)
+    return Plan(orders, tickets, attendee_events, events, already, to_send, estimate_seconds(to_send))
+
+
+def current_run(organizer_id: int) -> BackfillRun | None:
+    return db.session.scalar(select(BackfillRun).where(BackfillRun.organizer_id == organizer_id)
+                             .order_by(BackfillRun.id.desc()).limit(1))
+
+
+def start(organizer_id: int) -> BackfillRun:
+    """Start a run over every order placed until now (later orders are sent live anyway)."""
+    the_plan = plan(organizer_id)
+    run = BackfillRun(
+        organizer_id=organizer_id, status=RUNNING, total_orders=the_plan.orders, events_planned=the_plan.to_send,
+        max_order_id=db.session.scalar(select(func.max(Order.id)).where(Order.organizer_id == organizer_id)) or 0,
+    )
+    db.session.add(run)
+    db.session.commit()
+    _enqueue(run)
+    return run
+
+
+def resume(run: BackfillRun) -> None:
+    """Carry on from the cursor; events this run had queued and cancel() stopped go back in the queue."""
+    run.status = RUNNING
+    run.finished_at = None
+    db.session.execute(
+        update(OutboxEvent).where(OutboxEvent.backfill_run_id == run.id, OutboxEvent.status == CANCELLED)
+        .values(status=PENDING, status_detail=None, next_attempt_at=utcnow()))
+    db.session.commit()
+    _enqueue(run)
+    enqueue_delivery(run.organizer_id)
+
+
+def cancel(run: BackfillRun) -> None:
+    """Stop queuing, and take this run's not-yet-sent events out of the queue (resume puts them back)."""
+    run.status = STOPPED
+    db.session.execute(
+        update(OutboxEvent).where(OutboxEvent.backfill_run_id == run.id, OutboxEvent.status == PENDING)
+        .values(status=CANCELLED, status_detail="cancelled: backfill stopped"))
+    db.session.commit()
+
+
+def _enqueue(run: BackfillRun) -> None:
+    queue().enqueue(run_backfill, run.id, result_ttl=0, failure_ttl=24 * 3600, job_timeout=3600)
+
+
+def run_backfill(run_id: int) -> None:
+    """The job: queue past orders' events, a chunk of orders at a time, until done or cancelled."""
+    while queue_next_chunk(run_id):
+        pass
+
+
+def queue_next_chunk(run_id: int) -> bool:
+    """Queue the events of the next chunk of orders. False when the run is over (or may not go on)."""
+    run = db.session.get(BackfillRun, run_id)
+    if run is None:
+        return False
+    db.session.refresh(run)
+    if run.status != RUNNING:
+        return False
+    connection = connection_for(run.organizer_id)
+    if connection is None or not connection.is_active:
+        return False  # a disconnect ends the run; Reconnect + Resume carries on
+    orders = list(db.session.scalars(
+        select(Order).options(selectinload(Order.tickets).selectinload(Ticket.attendee), selectinload(Order.event))
+        .where(Order.organizer_id == run.organizer_id, Order.id > run.last_order_id, Order.id <= run.max_order_id)
+        .order_by(Order.id).limit(CHUNK_ORDERS)))
+    if not orders:
+        run.status, run.finished_at = DONE, utcnow()
+        db.session.commit()
+        return False
+    _queue_chunk(run, connection, orders)
+    run.last_order_id = orders[-1].id
+    run.processed_orders += len(orders)
+    db.session.commit()
+    enqueue_delivery(run.organizer_id)
+    return True
+
+
+def _queue_chunk(run: BackfillRun, connection, orders: list[Order]) -> None:
+    built = {order.id: build_order_events(snapshot(order)).events for order in orders}
+    unique_ids = [event.unique_id for events in built.values() for event in events]
+    existing = dict(db.session.execute(
+        select(OutboxEvent.unique_id, OutboxEvent.status).where(
+            OutboxEvent.organizer_id == run.organizer_id, OutboxEvent.unique_id.in_(unique_ids))).all())
+    for order_id, events in built.items():
+        fresh = []
+        for event in events:
+            status = existing.get(event.unique_id)
+            if status is None:
+                event.body["data"]["attributes"]["backfill"] = True
+                fresh.append(event)
+            elif status == CANCELLED:
+                # Cancelled by a disconnect, so never sent: send it now, as a past event.
+                body = dict(event.body)
+                body["data"]["attributes"]["backfill"] = True
+                db.session.execute(
+                    update(OutboxEvent).where(OutboxEvent.organizer_id == run.organizer_id,
+                                              OutboxEvent.unique_id == event.unique_id)
+                    .values(status=PENDING, backfill=True, backfill_run_id=run.id, next_attempt_at=utcnow(),
+                            payload=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+                            status_detail=None, give_up_at=None))
+                run.events_queued += 1
+            else:
+                run.events_skipped += 1
+        for row in add_rows(run.organizer_id, order_id, fresh, connection, backfill=True):
+            row.backfill_run_id = run.id
+        run.events_queued += len(fresh)
+
+
+def progress(run: BackfillRun) -> dict:
+    """Counts, rate and time left, for the progress bar."""
+    counts = dict(db.session.execute(
+        select(OutboxEvent.status, func.count()).where(OutboxEvent.backfill_run_id == run.id)
+        .group_by(OutboxEvent.status)).all())
+    sent = counts.get(SENT, 0)
+    total = max(run.events_planned, run.events_queued, sent, 1)
+    elapsed = max(((run.finished_at or utcnow()) - run.started_at).total_seconds(), 0.001)
+    rate = sent / elapsed
+    remaining = max(total - sent, 0)
+    return {
+        "sent": sent, "total": total, "queued": run.events_queued, "skipped": run.events_skipped,
+        "failed": counts.get("failed", 0), "percent": min(100, round(100 * sent / total)),
+        "rate": round(rate, 1), "seconds_left": round(remaining / rate) if rate > 0 and remaining else None,
+        "orders": f"{run.processed_orders} of {run.total_orders}",
+        "complete": run.status == DONE and remaining == 0,
+    }
+
