@@ -1,5 +1,5 @@
 """Events: create, edit, ticket types, discount codes, make live, widget customization."""
-from flask import Blueprint, abort, flash, request, url_for
+from flask import Blueprint, abort, flash, request
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
 

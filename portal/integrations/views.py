@@ -1,5 +1,6 @@
 """The Integrations page and the Klaviyo card: Connect, View Details, Disconnect."""
 import logging
+from datetime import timedelta
 
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
 from flask import Blueprint, abort, current_app, flash, request, url_for
@@ -204,14 +205,9 @@ def queue_stats(organizer_id: int) -> dict:
         .where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.last_error.is_not(None))
         .order_by(OutboxEvent.id.desc()).limit(1)
     ).first()
-    if oldest is not None and oldest.tzinfo is None:
-        from datetime import timezone
-        oldest = oldest.replace(tzinfo=timezone.utc)
-    since = utcnow().timestamp() - 60
-    from datetime import datetime, timezone as tz
-    recent = db.session.scalar(select(func.count()).where(
+    recent = db.session.scalar(select(func.count()).select_from(OutboxEvent).where(
         OutboxEvent.organizer_id == organizer_id, OutboxEvent.status == SENT,
-        OutboxEvent.sent_at >= datetime.fromtimestamp(since, tz.utc)))
+        OutboxEvent.sent_at >= utcnow() - timedelta(seconds=60)))
     return {
         "sent": counts.get(SENT, 0),
         "pending": counts.get(PENDING, 0) + counts.get(CLAIMED, 0),

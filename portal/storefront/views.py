@@ -12,7 +12,7 @@ from portal.orders.service import SoldOut, place_order
 from portal.storefront.checkout import MAX_PER_ORDER, Checkout, read_checkout
 from portal.sync.models import OutboxEvent
 from portal.types import utcnow
-from portal.views import is_htmx, render, see_other
+from portal.views import render, see_other
 
 bp = Blueprint("storefront", __name__)
 
