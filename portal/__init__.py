@@ -22,6 +22,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     login_manager.init_app(app)
     from portal import cli, models, views  # noqa: F401  (models registers every table)
     from portal.auth import views as auth_views
+    from portal.channels import views as channel_views, webhooks as channel_webhooks
     from portal.events import views as event_views
     from portal.integrations import views as integration_views
     from portal.orders import views as order_views
@@ -29,7 +30,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     from portal.klaviyo.client import init_oauth
 
     init_oauth(app)
-    for module in (views, auth_views, event_views, storefront_views, order_views, integration_views):
+    for module in (views, auth_views, event_views, storefront_views, order_views, integration_views, channel_views,
+                   channel_webhooks):
         app.register_blueprint(module.bp)
     cli.init_app(app)
     views.init_app(app)

@@ -32,6 +32,8 @@ class Order(db.Model):
     total: Mapped[Decimal] = mapped_column(Money)
     notes: Mapped[str] = mapped_column(Text, default="")
     placed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # Where a sales-channel order came from, e.g. "shopify:820982911946154500" (None for the portal's own checkout).
+    external_ref: Mapped[str | None] = mapped_column(String(120), index=True)
 
     event = relationship("Event")
     tickets: Mapped[list["Ticket"]] = relationship(

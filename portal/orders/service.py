@@ -1,5 +1,6 @@
 """Placing an order: prices, capacity, and the Klaviyo outbox rows, all in one transaction."""
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import func, select, update
@@ -24,6 +25,15 @@ class AttendeeInput:
     phone: str | None = None
 
 
+@dataclass(frozen=True)
+class LinePrice:
+    """What one ticket cost when a store (Shopify, Wix) set the price instead of the ticket type."""
+
+    base: Decimal
+    final: Decimal
+    fee: Decimal = Decimal("0")
+
+
 @dataclass
 class OrderInput:
     """A validated checkout: who buys, how many of each ticket type, and who attends each ticket."""
@@ -37,6 +47,14 @@ class OrderInput:
     discount: DiscountCode | None = None
     source: str = "event_page"
     is_test: bool = False
+    # Sales-channel orders were priced and paid in the store: they carry one LinePrice per line, the
+    # store's currency, when and where they were placed, and notes for the organizer. Checkout leaves these unset.
+    prices: list[LinePrice] | None = None
+    currency: str | None = None
+    placed_at: datetime | None = None
+    external_ref: str | None = None
+    discount_label: str | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 class SoldOut(Exception):
@@ -64,6 +82,8 @@ def place_order(event: Event, data: OrderInput, allow_oversell: bool = False) ->
     ticket can't both get it. With allow_oversell (a channel order that was already paid elsewhere)
     the order is kept and flagged instead.
     """
+    if data.prices is not None and len(data.prices) != len(data.lines):
+        raise ValueError("OrderInput.prices needs exactly one LinePrice per line")
     counts: dict[int, int] = {}
     for ticket_type, _ in data.lines:
         counts[ticket_type.id] = counts.get(ticket_type.id, 0) + 1
@@ -80,16 +100,17 @@ def place_order(event: Event, data: OrderInput, allow_oversell: bool = False) ->
             if taken != 1:
                 ticket_type = db.session.get(TicketType, type_id)
                 db.session.refresh(ticket_type)
+                remaining = ticket_type.remaining  # before the update below refreshes `sold`
                 if not allow_oversell:
-                    raise SoldOut(ticket_type, ticket_type.remaining)
+                    raise SoldOut(ticket_type, remaining)
                 db.session.execute(update(TicketType).where(TicketType.id == type_id)
                                    .values(sold=TicketType.sold + quantity))
-                notes.append(f"Oversold: {ticket_type.name} had {ticket_type.remaining} left, this order took {quantity}.")
+                notes.append(f"Oversold: {ticket_type.name} had {remaining} left, this order took {quantity}.")
         order = _build_order(event, data)
         db.session.add(order)
         db.session.flush()
         result = build_order_events(snapshot(order))
-        order.notes = "\n".join(notes + result.notes)
+        order.notes = "\n".join(notes + data.notes + result.notes)
         connection = connection_for(event.organizer_id)
         queued = add_rows(event.organizer_id, order.id, result.events, connection)
         db.session.commit()
@@ -105,19 +126,24 @@ def _build_order(event: Event, data: OrderInput) -> Order:
     order = Order(
         organizer_id=event.organizer_id, event_id=event.id, source=data.source, is_test=data.is_test,
         first_name=data.first_name, last_name=data.last_name, email=data.email.strip(), phone=data.phone or None,
-        currency=event.currency, discount_code=data.discount.code if data.discount else None, placed_at=utcnow(),
+        currency=data.currency or event.currency, placed_at=data.placed_at or utcnow(), external_ref=data.external_ref,
+        discount_code=data.discount.code if data.discount else (data.discount_label or None),
     )
     subtotal = discount_total = fee_total = Decimal("0")
     for position, (ticket_type, attendee) in enumerate(data.lines):
-        final = discounted(ticket_type.price, data.discount)
+        if data.prices is not None:
+            price = data.prices[position]
+            base, final, fee = price.base, price.final, price.fee
+        else:
+            base, final, fee = ticket_type.price, discounted(ticket_type.price, data.discount), ticket_type.fee
         ticket = Ticket(position=position, ticket_type_id=ticket_type.id, type_name=ticket_type.name,
-                        base_price=ticket_type.price, final_price=final, fee=ticket_type.fee)
+                        base_price=base, final_price=final, fee=fee)
         ticket.attendee = Attendee(first_name=attendee.first_name, last_name=attendee.last_name,
                                    email=(attendee.email or "").strip() or None, phone=attendee.phone or None)
         order.tickets.append(ticket)
-        subtotal += ticket_type.price
-        discount_total += ticket_type.price - final
-        fee_total += ticket_type.fee
+        subtotal += base
+        discount_total += base - final
+        fee_total += fee
     order.subtotal, order.discount_total, order.fee_total = subtotal, discount_total, fee_total
     order.total = subtotal - discount_total + fee_total
     return order

@@ -1,0 +1,221 @@
+"""A store's paid order as plain data, whichever platform sent it, and the pure helpers that read one.
+
+shopify.py and wix.py turn their platform's payload into an ExternalOrder; service.py turns that into portal
+orders. Nothing here touches the database or the network.
+"""
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from portal.orders.service import AttendeeInput, LinePrice
+from portal.storefront.checkout import NAME_MAX, _check_email, _check_phone
+
+CENT = Decimal("0.01")
+MAX_UNITS = 1000  # tickets in one store order; beyond this it is refused rather than imported
+
+
+class PayloadError(ValueError):
+    """The payload is authentic but not shaped like the platform's paid order."""
+
+
+@dataclass
+class Buyer:
+    first_name: str = ""
+    last_name: str = ""
+    email: str = ""
+    phone: str = ""
+
+
+@dataclass
+class ExternalLine:
+    line_id: str
+    title: str
+    product_id: str | None
+    variant_id: str | None
+    quantity: int
+    unit_price: Decimal
+    discount: Decimal  # for the whole line, all units together
+    # Attendee details per unit, as the buyer typed them in the store ({} when none were given).
+    attendees: list[dict] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"line_id": self.line_id, "title": self.title, "product_id": self.product_id,
+                "variant_id": self.variant_id, "quantity": self.quantity}
+
+
+@dataclass
+class ExternalOrder:
+    platform: str
+    order_id: str
+    name: str  # what the store calls it: "#1001" (Shopify), "10001" (Wix)
+    currency: str
+    placed_at: datetime | None
+    buyer: Buyer
+    lines: list[ExternalLine]
+    discount_codes: list[str] = field(default_factory=list)
+    is_test: bool = False
+    # Money the store charged that is not a ticket price (tax, shipping), as sentences for the organizer.
+    other_charges: list[str] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.platform}:{self.order_id}"
+
+
+def money(value, what: str, required: bool = True) -> Decimal:
+    """A non-negative amount from a string, number or {"amount": ...}; to the cent."""
+    if isinstance(value, dict):
+        value = value.get("amount")
+    if value is None or value == "":
+        if required:
+            raise PayloadError(f"{what} is missing")
+        return Decimal(0)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise PayloadError(f"{what} is not an amount")
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise PayloadError(f"{what} is not an amount: {str(value)[:40]!r}") from None
+    if not amount.is_finite() or amount < 0 or amount > Decimal(10000000):
+        raise PayloadError(f"{what} is out of range: {str(value)[:40]!r}")
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def quantity(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+        raise PayloadError(f"{what} is not a whole number")
+    return int(value)
+
+
+def text(value, limit: int = 200) -> str:
+    return str(value).strip()[:limit] if value is not None and not isinstance(value, (dict, list)) else ""
+
+
+def identifier(value) -> str | None:
+    """A product or variant id as text ("7513594"), or None."""
+    if value is None or isinstance(value, (bool, dict, list)):
+        return None
+    value = str(value).strip()
+    return value[:64] or None
+
+
+def timestamp(value) -> datetime | None:
+    """An ISO 8601 time from the store, in UTC; None when absent or unreadable (the import time is used)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    moment = moment.astimezone(UTC)
+    return min(moment, datetime.now(UTC))
+
+
+def currency(value) -> str:
+    code = text(value, 10).upper()
+    if not re.fullmatch(r"[A-Z]{3}", code):
+        raise PayloadError("the order's currency is missing or not an ISO 4217 code")
+    return code
+
+
+# "Attendee Name", "Attendee 2 E-mail", "_attendee_1_first_name", "Attendee #3 Phone" ...
+_ATTENDEE_FIELD = re.compile(
+    r"attendee\s*#?\s*(?P<index>\d+)?\s*[:.\-]?\s*"
+    r"(?P<field>full name|name|first name|firstname|given name|last name|lastname|surname|family name|"
+    r"e-mail address|email address|e-mail|email|phone number|phone|mobile)")
+_FIELDS = {"full name": "name", "name": "name", "first name": "first_name", "firstname": "first_name",
+           "given name": "first_name", "last name": "last_name", "lastname": "last_name", "surname": "last_name",
+           "family name": "last_name", "e-mail address": "email", "email address": "email", "e-mail": "email",
+           "email": "email", "phone number": "phone", "phone": "phone", "mobile": "phone"}
+
+
+def _field_key(name: str) -> tuple[int | None, str] | None:
+    normalized = " ".join(name.strip().lstrip("_").lower().replace("_", " ").split())
+    match = _ATTENDEE_FIELD.fullmatch(normalized)
+    if not match:
+        return None
+    index = match.group("index")
+    return (int(index) if index is not None else None), _FIELDS[match.group("field")]
+
+
+def attendees_from_properties(pairs: list[tuple[str, str]], units: int) -> list[dict]:
+    """Attendee details per unit from a line item's properties.
+
+    Numbered names ("Attendee 2 Email") go to that unit. Unnumbered ones ("Attendee Email") go to the
+    first unit, and when repeated, to the next units in turn. Units without details get {}.
+    """
+    numbered: dict[int, dict] = {}
+    repeated: dict[str, list[str]] = {}
+    for name, value in pairs:
+        key = _field_key(str(name))
+        value = text(value)
+        if key is None or not value:
+            continue
+        index, field_name = key
+        if index is None:
+            repeated.setdefault(field_name, []).append(value)
+        else:
+            numbered.setdefault(index, {}).setdefault(field_name, value)
+    first = 0 if 0 in numbered else 1  # "Attendee 0 Name" means the stores count from zero
+    result = []
+    for unit in range(units):
+        details = dict(numbered.get(unit + first, {}))
+        for field_name, values in repeated.items():
+            if unit < len(values):
+                details.setdefault(field_name, values[unit])
+        result.append(details)
+    return result
+
+
+def clean_name(value: str) -> str:
+    value = "".join(ch for ch in value if ch.isprintable()).strip()
+    return value[:NAME_MAX]
+
+
+def purchaser(buyer: Buyer) -> tuple[str, str, str | None, str | None, list[str]]:
+    """(first, last, e-mail, phone, notes). The e-mail is None when there is no valid one."""
+    notes = []
+    email, problem = _check_email(buyer.email.strip(), required=True)
+    phone, phone_problem = _check_phone(buyer.phone.strip())
+    if phone_problem:
+        notes.append(f"The purchaser's phone number {buyer.phone.strip()[:40]!r} could not be read, so it was left out.")
+    return clean_name(buyer.first_name), clean_name(buyer.last_name), email if not problem else None, phone, notes
+
+
+def attendee_input(details: dict, default: AttendeeInput, label: str, notes: list[str]) -> AttendeeInput:
+    """The attendee of one ticket: the details typed in the store, or the purchaser when there are none."""
+    if not details:
+        return default
+    first, last = details.get("first_name", ""), details.get("last_name", "")
+    if "name" in details and not (first or last):
+        parts = details["name"].split(None, 1)
+        first, last = parts[0], (parts[1] if len(parts) > 1 else "")
+    email, problem = _check_email(details.get("email", ""), required=False)
+    if problem:
+        notes.append(f"The attendee e-mail {details['email'][:99]!r} on {label} is not a valid address, "
+                     "so it was left out.")
+    phone, problem = _check_phone(details.get("phone", ""))
+    if problem:
+        notes.append(f"The attendee phone number {details['phone'][:40]!r} on {label} could not be read, "
+                     "so it was left out.")
+    return AttendeeInput(clean_name(first), clean_name(last), email, phone)
+
+
+def unit_prices(line: ExternalLine) -> list[LinePrice]:
+    """Each unit's price: the store's unit price, less an even share of the line's discount (cents to the first)."""
+    cents = int((min(line.discount, line.unit_price * line.quantity) * 100).to_integral_value())
+    share, rest = divmod(cents, line.quantity) if line.quantity else (0, 0)
+    prices = []
+    for unit in range(line.quantity):
+        cut = Decimal(share + (1 if unit < rest else 0)) / 100
+        prices.append(LinePrice(base=line.unit_price, final=max(line.unit_price - cut, Decimal(0)).quantize(CENT)))
+    return prices
+
+
+def describe_item(item: dict) -> str:
+    ids = ", ".join(f"{label} {item[key]}" for key, label in (("product_id", "product"), ("variant_id", "variant"))
+                    if item.get(key))
+    return f"{item['quantity']} × {item['title'] or 'untitled item'}" + (f" ({ids})" if ids else "")

@@ -1,0 +1,102 @@
+"""Shopify's orders/paid webhook: the signature, the shop domain, and the Order payload read as an ExternalOrder."""
+import base64
+import hashlib
+import hmac
+import re
+
+from portal.channels.common import (
+    MAX_UNITS, Buyer, ExternalLine, ExternalOrder, PayloadError, attendees_from_properties, currency, identifier,
+    money, quantity, text, timestamp,
+)
+from portal.channels.models import SHOPIFY
+
+TOPIC = "orders/paid"
+_SHOP = re.compile(r"[a-z0-9][a-z0-9-]{0,60}\.myshopify\.com")
+_GID = re.compile(r"gid://shopify/\w+/(\d+)")
+
+
+def normalize_shop(value: str | None) -> str:
+    """ "https://Demo.myshopify.com/admin" → "demo.myshopify.com"; "" when it is not a myshopify.com domain."""
+    value = (value or "").strip().lower()
+    value = re.sub(r"^https?://", "", value).split("/", 1)[0]
+    return value if _SHOP.fullmatch(value) else ""
+
+
+def normalize_id(value: str) -> str:
+    """Accept "7513594" or "gid://shopify/ProductVariant/7513594" (the admin's URL or GraphQL id)."""
+    value = value.strip()
+    match = _GID.fullmatch(value)
+    return match.group(1) if match else value
+
+
+def signature(body: bytes, secret: str) -> str:
+    """X-Shopify-Hmac-Sha256: the base64 HMAC-SHA256 of the raw body, keyed with the app's secret."""
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def verify(body: bytes, secret: str | None, header: str | None) -> bool:
+    if not secret or not header:
+        return False
+    return hmac.compare_digest(signature(body, secret).encode(), header.strip().encode())
+
+
+def parse_order(payload: dict) -> ExternalOrder:
+    """The documented Order resource, as Shopify sends it with orders/paid."""
+    if not isinstance(payload, dict) or "id" not in payload or not isinstance(payload.get("line_items"), list):
+        raise PayloadError("this is not a Shopify order: it has no id or no line_items")
+    customer = payload.get("customer") if isinstance(payload.get("customer"), dict) else {}
+    billing = payload.get("billing_address") if isinstance(payload.get("billing_address"), dict) else {}
+    shipping = payload.get("shipping_address") if isinstance(payload.get("shipping_address"), dict) else {}
+    buyer = Buyer(
+        first_name=text(customer.get("first_name") or billing.get("first_name") or shipping.get("first_name")),
+        last_name=text(customer.get("last_name") or billing.get("last_name") or shipping.get("last_name")),
+        email=text(payload.get("email") or payload.get("contact_email") or customer.get("email"), 254),
+        phone=text(payload.get("phone") or customer.get("phone") or billing.get("phone"), 40),
+    )
+    order_currency = currency(payload.get("currency"))
+    lines, units = [], 0
+    for position, item in enumerate(payload["line_items"], start=1):
+        if not isinstance(item, dict):
+            raise PayloadError(f"line item {position} is not an object")
+        what = f"line item {position}"
+        count = quantity(item.get("quantity"), f"{what}'s quantity")
+        units += count
+        if units > MAX_UNITS:
+            raise PayloadError(f"the order has more than {MAX_UNITS} items; the portal imports at most {MAX_UNITS}")
+        allocations = item.get("discount_allocations")
+        if isinstance(allocations, list) and allocations:
+            discount = sum((money(a.get("amount") if isinstance(a, dict) else None, f"{what}'s discount")
+                            for a in allocations), start=money(0, what))
+        else:
+            discount = money(item.get("total_discount"), f"{what}'s discount", required=False)
+        properties = item.get("properties") or []
+        if isinstance(properties, dict):
+            pairs = list(properties.items())
+        else:
+            pairs = [(p.get("name", ""), p.get("value", "")) for p in properties if isinstance(p, dict)]
+        lines.append(ExternalLine(
+            line_id=text(item.get("id"), 64) or str(position),
+            title=text(item.get("name") or item.get("title")),
+            product_id=identifier(item.get("product_id")),
+            variant_id=identifier(item.get("variant_id")),
+            quantity=count,
+            unit_price=money(item.get("price"), f"{what}'s price"),
+            discount=discount,
+            attendees=attendees_from_properties(pairs, count),
+        ))
+    other = []
+    tax = money(payload.get("total_tax"), "total_tax", required=False)
+    if tax and not payload.get("taxes_included"):
+        other.append(f"Shopify also charged {order_currency} {tax} of tax, which is not part of the ticket prices.")
+    shipping_total = sum((money(s.get("price"), "shipping") for s in payload.get("shipping_lines") or []
+                          if isinstance(s, dict)), start=money(0, "shipping"))
+    if shipping_total:
+        other.append(f"Shopify also charged {order_currency} {shipping_total} of shipping, which is not part of "
+                     "the ticket prices.")
+    codes = [text(c.get("code"), 40) for c in payload.get("discount_codes") or [] if isinstance(c, dict)]
+    return ExternalOrder(
+        platform=SHOPIFY, order_id=text(payload["id"], 64), name=text(payload.get("name"), 64) or text(payload["id"]),
+        currency=order_currency, placed_at=timestamp(payload.get("processed_at") or payload.get("created_at")),
+        buyer=buyer, lines=lines, discount_codes=[c for c in codes if c], is_test=payload.get("test") is True,
+        other_charges=other,
+    )

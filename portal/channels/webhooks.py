@@ -1,0 +1,105 @@
+"""The endpoints Shopify and Wix deliver paid orders to. Server to server: authenticated by signature, not CSRF.
+
+Every answer is JSON. 401 bad signature, 404 unknown store, 400 malformed body, 413 too large: nothing is
+imported. A replay gets 200 and changes nothing; so does a delivery that is not about a paid order.
+"""
+import json
+
+from flask import Blueprint, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from portal.channels import service, shopify, wix
+from portal.channels.common import PayloadError, text
+from portal.channels.models import IGNORED, REJECTED, SHOPIFY, WIX
+from portal.extensions import csrf
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+csrf.exempt(bp)
+
+
+def answer(status: int, message: str, **extra):
+    return jsonify({"message": message, **extra}), status
+
+
+def done(entry):
+    return answer(200, entry.detail_lines[0] if entry.detail_lines else entry.outcome, outcome=entry.outcome,
+                  log_id=entry.id, order_id=entry.order_id)
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def too_large(error):
+    return answer(413, "The body is larger than the portal accepts (1 MB).")
+
+
+@bp.post("/shopify", endpoint="shopify")
+def shopify_webhook():
+    """orders/paid from a connected Shopify store."""
+    body = request.get_data(cache=False)
+    channel = service.connected_channel(SHOPIFY, shopify.normalize_shop(request.headers.get("X-Shopify-Shop-Domain")))
+    if channel is None:
+        return answer(404, "No connected Shopify store has this shop domain.")
+    topic = request.headers.get("X-Shopify-Topic", "")
+    if not shopify.verify(body, channel.secret, request.headers.get("X-Shopify-Hmac-Sha256")):
+        service.record(channel, REJECTED, "The signature (X-Shopify-Hmac-Sha256) does not match the secret saved in "
+                       "the portal. Check that the secret is the one your webhooks are signed with.", topic=topic)
+        return answer(401, "The signature does not match.")
+    webhook_id = (request.headers.get("X-Shopify-Webhook-Id") or "").strip()[:200] or None
+    if earlier := service.seen(channel, webhook_id):
+        return done(service.duplicate_of(channel, earlier, topic, webhook_id))
+    if topic != shopify.TOPIC:
+        return done(service.record(channel, IGNORED, f"Topic {topic[:60] or '(none)'!r} is not {shopify.TOPIC}; "
+                                   "only paid orders are imported.", topic=topic, webhook_id=webhook_id))
+    try:
+        payload = json.loads(body)
+        if not isinstance(payload, dict):
+            raise ValueError
+    except ValueError:
+        service.record(channel, REJECTED, "The body is not a JSON object.", topic=topic)
+        return answer(400, "The body is not a JSON object.")
+    try:
+        external = shopify.parse_order(payload)
+    except PayloadError as exc:
+        service.record(channel, REJECTED, f"The order could not be read: {exc}.", topic=topic)
+        return answer(400, f"The order could not be read: {exc}.")
+    entry = service.import_order(channel, external, topic=topic, webhook_id=webhook_id,
+                                 payload=body.decode("utf-8", errors="replace"))
+    return done(entry)
+
+
+@bp.post("/wix", endpoint="wix")
+def wix_webhook():
+    """The eCommerce "Payment Status Updated" event from a connected Wix site (a signed JWT)."""
+    body = request.get_data(cache=False)
+    try:
+        delivery = wix.read(body)
+    except wix.MalformedToken as exc:
+        return answer(400, f"Malformed: {exc}.")
+    channel = service.connected_channel(WIX, delivery.instance_id)
+    if channel is None:
+        return answer(404, "No connected Wix site has this instance id.")
+    topic = delivery.event_type
+    if problem := delivery.verify(channel.secret):
+        service.record(channel, REJECTED, f"Not accepted: {problem}.", topic=topic)
+        return answer(401, f"Not accepted: {problem}.")
+    if delivery.event is None:
+        service.record(channel, REJECTED, "The event inside the token is not JSON.", topic=topic)
+        return answer(400, "The event inside the token is not JSON.")
+    webhook_id = text(delivery.event.get("id"), 200) or None
+    if earlier := service.seen(channel, webhook_id):
+        return done(service.duplicate_of(channel, earlier, topic, webhook_id))
+    if not wix.is_payment_event(delivery):
+        return done(service.record(channel, IGNORED, f"Event {topic[:80] or '(none)'!r} is not {wix.EVENT_TYPE}; "
+                                   "only paid orders are imported.", topic=topic, webhook_id=webhook_id))
+    try:
+        order = wix.order_of(delivery.event)
+        status = order.get("paymentStatus")
+        if status != wix.PAID:
+            return done(service.record(
+                channel, IGNORED, f"Order {text(order.get('number'), 40)}: payment status is "
+                f"{text(status, 40) or 'missing'}; it is imported once it is PAID.", topic=topic, webhook_id=webhook_id))
+        external = wix.parse_order(order)
+    except PayloadError as exc:
+        service.record(channel, REJECTED, f"The order could not be read: {exc}.", topic=topic)
+        return answer(400, f"The order could not be read: {exc}.")
+    entry = service.import_order(channel, external, topic=topic, webhook_id=webhook_id, payload=json.dumps(order))
+    return done(entry)
