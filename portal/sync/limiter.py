@@ -1,11 +1,12 @@
 """One rate limiter per Klaviyo installation, kept in Redis and so shared by every worker process.
 
 Klaviyo counts requests per installed app instance in fixed windows: a 1 s burst window and a 60 s
-steady window, per endpoint. We count the same way, a little under Klaviyo's figures, and additionally
-stop everyone when Klaviyo answers 429 (Retry-After) or reports RateLimit-Remaining: 0.
+steady window, per endpoint. We keep a sliding log of our requests, a little under Klaviyo's figures, and
+additionally stop everyone when Klaviyo answers 429 (Retry-After) or reports RateLimit-Remaining: 0.
 """
 import random
 import time
+import uuid
 
 from portal.sync.queue import redis_connection
 
@@ -17,23 +18,27 @@ KLAVIYO_LIMITS = {
 }
 HEADROOM = 0.9
 
+# A sliding log per window: at most N requests in ANY 1 s (and any 60 s) span, so we stay under
+# Klaviyo's fixed windows however theirs are aligned with ours. Redis's clock is the one clock.
 _ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local blocked = redis.call('PTTL', KEYS[3])
 if blocked > 0 then return blocked end
-local b = redis.call('INCR', KEYS[1])
-if b == 1 then redis.call('PEXPIRE', KEYS[1], 1000) end
-local s = redis.call('INCR', KEYS[2])
-if s == 1 then redis.call('PEXPIRE', KEYS[2], 60000) end
-if b > tonumber(ARGV[1]) then
-  redis.call('DECR', KEYS[1]); redis.call('DECR', KEYS[2])
-  local t = redis.call('PTTL', KEYS[1]); if t < 1 then t = 1 end
-  return t
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return math.max(1, tonumber(oldest[2]) + 1000 - now)
 end
-if s > tonumber(ARGV[2]) then
-  redis.call('DECR', KEYS[1]); redis.call('DECR', KEYS[2])
-  local t = redis.call('PTTL', KEYS[2]); if t < 1 then t = 1 end
-  return t
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  return math.max(1, tonumber(oldest[2]) + 60000 - now)
 end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('ZADD', KEYS[2], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], 2000)
+redis.call('PEXPIRE', KEYS[2], 61000)
 return 0
 """
 
@@ -51,7 +56,7 @@ def _keys(installation: str, endpoint: str):
 def try_acquire(installation: str, endpoint: str) -> float:
     """Take one request slot. Returns 0 when granted, else how many seconds to wait before asking again."""
     burst, steady = _limits(endpoint)
-    wait_ms = redis_connection().eval(_ACQUIRE, 3, *_keys(installation, endpoint), burst, steady)
+    wait_ms = redis_connection().eval(_ACQUIRE, 3, *_keys(installation, endpoint), burst, steady, uuid.uuid4().hex)
     return int(wait_ms) / 1000.0
 
 
