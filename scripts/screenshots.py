@@ -1,0 +1,413 @@
+"""Take the README's screenshots of the portal with headless Chromium, on a throwaway installation.
+
+    .venv/bin/python scripts/screenshots.py              # writes docs/screenshots/*.png
+    .venv/bin/python scripts/screenshots.py --out /tmp/shots
+
+Everything runs here and is thrown away afterwards: a redis-server of its own on a free port, a temporary
+SQLite database (migrated with Flask-Migrate), the Klaviyo sandbox in a thread, the portal over HTTP in a
+thread (werkzeug make_server), and a real `python worker.py` that syncs purchases to the sandbox.
+Playwright drives Debian's Chromium (/usr/bin/chromium); it never downloads a browser.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+CALLBACK = "/manage/integrations/klaviyo/callback"
+EMAIL, PASSWORD, NAME = "ada@harbourlights.example", "correct horse battery", "Harbour Lights Events"
+WIDTH = 1280
+MAX_BYTES = 400 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, what: str, timeout: float = 10) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start on port {port}")
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+# --- the installation ------------------------------------------------------------------------------------------------
+
+class Stack:
+    """Redis, the sandbox, the portal and a worker, started in that order and stopped in reverse."""
+
+    def __init__(self, workdir: Path, stack: ExitStack):
+        from cryptography.fernet import Fernet
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        from portal.sandbox.server import start_in_thread
+
+        self.dir = workdir
+        # Redis of our own.
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.redis_port = free_port()
+        redis = subprocess.Popen([binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+                                  "--appendonly", "no", "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stack.callback(self._stop_process, redis)
+        wait_port(self.redis_port, "redis-server")
+        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+
+        # The portal's socket first, so the sandbox can know its callback and the app its own URL.
+        class Quiet(WSGIRequestHandler):
+            def log_request(self, code="-", size="-"):
+                pass
+
+        self.httpd = make_server("127.0.0.1", 0, self._wsgi, threaded=True, request_handler=Quiet)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+
+        self.sandbox = start_in_thread({"SANDBOX_DB": str(workdir / "sandbox.db"),
+                                        "SANDBOX_REDIRECT_URIS": [self.url + CALLBACK]})
+        stack.callback(self.sandbox.shutdown)
+
+        self.database_url = f"sqlite:///{workdir / 'portal.db'}"
+        self.secret_key = secrets.token_urlsafe(32)
+        self.token_key = Fernet.generate_key().decode()
+        self.app = self._create_app()
+        self._migrate()
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="portal", daemon=True)
+        self.thread.start()
+        stack.callback(self._stop_portal)
+
+        self.worker = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=self._worker_env(),
+                                       stdout=open(workdir / "worker.log", "ab"), stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        stack.callback(self._stop_worker)
+
+    def _wsgi(self, environ, start_response):
+        return self.app(environ, start_response)
+
+    def _create_app(self):
+        from portal import create_app
+
+        sandbox = self.sandbox.url
+        return create_app({
+            "SECRET_KEY": self.secret_key, "TOKEN_ENCRYPTION_KEY": self.token_key,
+            "SQLALCHEMY_DATABASE_URI": self.database_url, "REDIS_URL": self.redis_url,
+            "PUBLIC_BASE_URL": self.url, "SESSION_COOKIE_SECURE": False, "REMEMBER_COOKIE_SECURE": False,
+            "KLAVIYO_CLIENT_ID": "sandbox-client-id", "KLAVIYO_CLIENT_SECRET": "sandbox-client-secret",
+            "KLAVIYO_OAUTH_BASE": sandbox, "KLAVIYO_API_BASE": sandbox, "KLAVIYO_SANDBOX_URL": sandbox,
+            "KLAVIYO_TIMEOUT": 5.0, "RETRY_BASE_SECONDS": 0.2, "SWEEP_INTERVAL_SECONDS": 1,
+            "PROPAGATE_EXCEPTIONS": True,  # a server error shows its traceback here (werkzeug logs it)
+        })
+
+    def _migrate(self):
+        from flask_migrate import upgrade
+
+        with self.app.app_context():
+            upgrade(directory=str(ROOT / "migrations"))
+
+    def _worker_env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KLAVIYO_", "DATABASE_URL", "REDIS_URL"))}
+        env.update({
+            "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url, "SECRET_KEY": self.secret_key,
+            "TOKEN_ENCRYPTION_KEY": self.token_key, "PUBLIC_BASE_URL": self.url,
+            "KLAVIYO_CLIENT_ID": "sandbox-client-id", "KLAVIYO_CLIENT_SECRET": "sandbox-client-secret",
+            "KLAVIYO_OAUTH_BASE": self.sandbox.url, "KLAVIYO_API_BASE": self.sandbox.url, "KLAVIYO_TIMEOUT": "5",
+            "RETRY_BASE_SECONDS": "0.2", "SWEEP_INTERVAL_SECONDS": "1", "PYTHONUNBUFFERED": "1",
+            "PYTHONWARNINGS": "ignore::DeprecationWarning",
+        })
+        return env
+
+    @staticmethod
+    def _stop_process(proc):
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def _stop_worker(self):
+        if self.worker.poll() is None:
+            os.killpg(self.worker.pid, signal.SIGTERM)
+            try:
+                self.worker.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.worker.pid, signal.SIGKILL)
+                self.worker.wait(5)
+
+    def _stop_portal(self):
+        from portal.extensions import db
+
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(10)
+        with self.app.app_context():
+            db.engine.dispose()
+
+    # --- data set up directly (the screenshots are about the pages, not about typing) ---
+
+    def seed(self) -> dict:
+        from portal.auth.models import Organizer
+        from portal.events.models import Event, TicketType
+        from portal.extensions import db
+
+        with self.app.app_context():
+            organizer = Organizer(name=NAME, email=EMAIL)
+            organizer.set_password(PASSWORD)
+            db.session.add(organizer)
+            db.session.flush()
+            live = Event(organizer_id=organizer.id, name="Harbour Lights Festival 2027", venue="Pier 4, Boston",
+                         timezone="America/New_York", starts_at=datetime(2027, 9, 11, 22, tzinfo=timezone.utc),
+                         ends_at=datetime(2027, 9, 12, 3, 30, tzinfo=timezone.utc), currency="USD", status="live",
+                         went_live_at=datetime.now(timezone.utc) - timedelta(days=2),
+                         description="Lanterns on the water, food trucks and three stages of live music.")
+            live.ticket_types = [
+                TicketType(name="General Admission", price=Decimal("45.00"), fee=Decimal("3.50"), capacity=800),
+                TicketType(name="VIP Deck", price=Decimal("120.00"), fee=Decimal("8.00"), capacity=60),
+            ]
+            draft = Event(organizer_id=organizer.id, name="Winter Jazz Nights", venue="The Lantern Room, Cambridge",
+                          timezone="America/New_York", starts_at=datetime(2027, 12, 4, 0, 30, tzinfo=timezone.utc),
+                          ends_at=datetime(2027, 12, 4, 4, tzinfo=timezone.utc), currency="USD", status="draft")
+            draft.ticket_types = [TicketType(name="Seated", price=Decimal("35.00"), fee=Decimal("2.00"), capacity=120)]
+            db.session.add_all([live, draft])
+            db.session.commit()
+            return {"organizer_id": organizer.id, "event_id": live.id, "public_id": live.public_id}
+
+    def force_needs_reconnect(self, organizer_id: int) -> None:
+        """The app was removed inside Klaviyo; the next token refresh gets invalid_grant."""
+        import requests
+
+        from portal.integrations import service
+        from portal.klaviyo import client
+
+        requests.post(f"{self.sandbox.url}/_sandbox/uninstall", json={}, timeout=5).raise_for_status()
+        from portal.crypto import decrypt
+
+        with self.app.app_context():
+            connection = service.connection_for(organizer_id)
+            try:  # what a worker does on a 401: refresh once, with the token Klaviyo refused
+                service.refresh(connection, stale=decrypt(connection.access_token_enc))
+            except client.TokenRejected:
+                pass
+            from portal.extensions import db
+
+            db.session.refresh(connection)
+            assert connection.status == "needs_reconnect", connection.status
+
+
+# --- the pages -------------------------------------------------------------------------------------------------------
+
+class Shooter:
+    def __init__(self, out: Path):
+        self.out = out
+        self.taken: list[Path] = []
+
+    def __call__(self, page, name: str, full_page: bool = True, locator=None):
+        path = self.out / name
+        if locator is not None:
+            locator.screenshot(path=str(path), animations="disabled")
+        else:
+            page.screenshot(path=str(path), full_page=full_page, animations="disabled")
+        self.taken.append(path)
+        log(f"  {name}  {path.stat().st_size // 1024} KB")
+
+
+def log_in(page, expect):
+    page.goto("/auth/login")
+    page.get_by_label("E-mail").fill(EMAIL)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+
+
+def klaviyo_card(page):
+    return page.get_by_role("region", name="Marketing Automation").get_by_role("article", name=re.compile("Klaviyo"))
+
+
+def choose_quantities(page, quantities: dict[str, int]) -> None:
+    """Type the quantities; wait for each attendee-fields refresh the page asks for (whatever its outcome)."""
+    for name, quantity in quantities.items():
+        field = page.get_by_label(re.compile(name))
+        with page.expect_response(lambda r: "/attendees" in r.url):
+            field.fill(str(quantity))
+
+
+def shoot_all(stack: Stack, data: dict, shot: Shooter) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=20_000)
+    event_id, public_id = data["event_id"], data["public_id"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": WIDTH, "height": 900}, base_url=stack.url)
+        context.set_default_timeout(20_000)
+        page = context.new_page()
+
+        log_in(page, expect)
+        page.goto("/manage/integrations/")
+        expect(klaviyo_card(page).get_by_role("button", name="Connect")).to_be_visible()
+        shot(page, "integrations-not-connected.png")
+
+        klaviyo_card(page).get_by_role("button", name="Connect").click()
+        expect(page.get_by_role("button", name="Allow")).to_be_visible()
+        shot(page, "klaviyo-consent.png")
+        page.get_by_role("button", name="Allow").click()
+        expect(klaviyo_card(page).get_by_role("img", name="Connected")).to_be_visible()
+
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Events").click()
+        expect(page.get_by_role("heading", name="Events", level=1)).to_be_visible()
+        shot(page, "events-list.png")
+
+        # Widget Customization with the live preview, after changing the accent colour and the button label.
+        page.goto(f"/manage/events/{event_id}/widget")
+        frame = page.frame_locator("#widget-frame")
+        label = page.get_by_label("Button label")
+        label.fill("Get festival passes")
+        label.press("Tab")
+        accent = page.get_by_label("Accent colour", exact=True)
+        accent.fill("#0f766e")
+        accent.press("Tab")
+        expect(frame.get_by_role("button", name="Get festival passes")).to_have_css(
+            "background-color", "rgb(15, 118, 110)")
+        page.reload()  # the saved settings, with no preview refresh still pending
+        expect(frame.get_by_role("button", name="Get festival passes")).to_be_visible()
+        shot(page, "widget-customization.png")
+
+        # A test purchase from the Event Page preview: first with mistakes, then corrected.
+        page.goto(f"/e/{public_id}?preview=1")
+        choose_quantities(page, {"General Admission": 3, "VIP Deck": 1})
+        purchaser = page.get_by_role("group", name="Purchaser")
+        purchaser.get_by_label("First name").fill("Pat")
+        purchaser.get_by_label("Last name").fill("Buyer")
+        purchaser.get_by_label("E-mail").fill("pat@buyer")
+        purchaser.get_by_label(re.compile("Phone")).fill("12")
+        page.get_by_role("button", name="Get tickets").click()
+        expect(page.get_by_role("alert").first).to_be_visible()
+        expect(page.locator(".error-text").first).to_be_visible()
+        shot(page, "checkout-errors.png")
+
+        purchaser = page.get_by_role("group", name="Purchaser")
+        purchaser.get_by_label("E-mail").fill("pat@buyer.example")
+        purchaser.get_by_label(re.compile("Phone")).fill("+1 617 555 0142")
+        attendees = {1: "same", 2: ("Sam", "Guest", "sam@guest.example"), 3: ("Sam", "Guest", "SAM@Guest.example"),
+                     4: ("Alex", "Rivera", "")}
+        for number, who in attendees.items():
+            group = page.get_by_role("group", name=re.compile(rf"^Ticket {number}:"))
+            if who == "same":
+                group.get_by_label("Same as purchaser").check()
+                continue
+            group.get_by_label("First name").fill(who[0])
+            group.get_by_label("Last name").fill(who[1])
+            group.get_by_label(re.compile("E-mail")).fill(who[2])
+        page.get_by_role("button", name="Get tickets").click()
+        expect(page.get_by_role("heading", name=re.compile("You're going to"))).to_be_visible()
+        panel = page.get_by_role("region", name="Klaviyo sync")
+        rows = panel.locator("tbody tr")
+        expect(rows).to_have_count(6)
+        expect(rows.filter(has_text="Accepted by Klaviyo")).to_have_count(6, timeout=30_000)
+        shot(page, "confirmation-sync-panel.png")
+
+        panel.get_by_role("link", name=re.compile("Open the order")).click()
+        expect(page.get_by_role("heading", name="Klaviyo sync timeline")).to_be_visible()
+        shot(page, "order-timeline.png")
+
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Integrations").click()
+        expect(page.get_by_text("4 of 4 done")).to_be_visible()
+        shot(page, "integrations-connected.png")
+
+        more = klaviyo_card(page).get_by_role("button", name=re.compile("More actions"))
+        more.click()
+        page.get_by_role("menuitem", name="View Details").click()
+        details = page.get_by_role("region", name="Klaviyo connection details")
+        expect(details).to_contain_text("Sandbox Festival Co.")
+        shot(page, "view-details.png")
+
+        page.goto("/manage/integrations/")
+        klaviyo_card(page).get_by_role("button", name=re.compile("More actions")).click()
+        page.get_by_role("menuitem", name="Disconnect").click()
+        expect(page.get_by_role("region", name="Disconnect Klaviyo?")).to_be_visible()
+        shot(page, "disconnect-confirm.png")
+
+        page.goto(stack.sandbox.url + "/")
+        expect(page.get_by_role("heading", name="Received events")).to_be_visible()
+        shot(page, "sandbox-received-events.png")
+
+        # A phone: the Integrations page at 390 px.
+        phone = browser.new_context(viewport={"width": 390, "height": 844}, base_url=stack.url,
+                                    is_mobile=True, has_touch=True, device_scale_factor=1)
+        small = phone.new_page()
+        log_in(small, expect)
+        small.goto("/manage/integrations/")
+        expect(klaviyo_card(small).get_by_role("img", name="Connected")).to_be_visible()
+        shot(small, "integrations-phone.png")
+        phone.close()
+
+        # Klaviyo stops accepting the connection (app removed there): the card asks to reconnect.
+        stack.force_needs_reconnect(data["organizer_id"])
+        page.goto("/manage/integrations/")
+        expect(klaviyo_card(page).get_by_role("button", name="Reconnect")).to_be_visible()
+        shot(page, "integrations-needs-reconnect.png")
+
+        context.close()
+        browser.close()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots", help="where the PNGs go")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    import warnings
+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    started = time.time()
+    shot = Shooter(args.out)
+    with tempfile.TemporaryDirectory(prefix="portal-shots-") as tmp, ExitStack() as stack:
+        log("Starting Redis, the Klaviyo sandbox, the portal and a worker…")
+        installation = Stack(Path(tmp), stack)
+        data = installation.seed()
+        log(f"Portal {installation.url} · sandbox {installation.sandbox.url}. Taking screenshots into {args.out}:")
+        try:
+            shoot_all(installation, data, shot)
+        except Exception:
+            worker_log = Path(tmp) / "worker.log"
+            if worker_log.exists():
+                log("--- worker.log (last lines) ---\n" + "\n".join(worker_log.read_text(errors="replace").splitlines()[-30:]))
+            raise
+    too_big = [p for p in shot.taken if p.stat().st_size > MAX_BYTES]
+    log(f"{len(shot.taken)} screenshots in {time.time() - started:.1f} s.")
+    for path in too_big:
+        log(f"WARNING: {path.name} is {path.stat().st_size // 1024} KB (over {MAX_BYTES // 1024} KB)")
+    return 1 if too_big else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
