@@ -30,8 +30,10 @@ class Config:
     # Where the local Klaviyo sandbox's "received events" page lives, when the portal talks to it.
     KLAVIYO_SANDBOX_URL = os.environ.get("KLAVIYO_SANDBOX_URL")
 
-    SUPPORT_EMAIL = os.environ.get("SUPPORT_EMAIL", "support@example.org")
-    HELP_URL = os.environ.get("HELP_URL", "https://github.com/")
+    # The Klaviyo card's support line: the help link defaults to this project's Klaviyo guide; the
+    # e-mail shows only when the portal's operator sets one.
+    SUPPORT_EMAIL = os.environ.get("SUPPORT_EMAIL")
+    HELP_URL = os.environ.get("HELP_URL", "/help/klaviyo")
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

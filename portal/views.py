@@ -47,6 +47,12 @@ def index():
     return redirect(url_for("auth.login"))
 
 
+@bp.get("/help/klaviyo")
+def klaviyo_help():
+    """The organizer's guide to the Klaviyo integration (public)."""
+    return render_template("help/klaviyo.html")
+
+
 @bp.get("/healthz")
 def healthz():
     """Is the database reachable, and is Redis? 200 only when both are."""
@@ -90,7 +96,7 @@ def init_app(app):
 
     @login_manager.unauthorized_handler
     def unauthorized():
-        login_url = url_for("auth.login", next=request.full_path if request.method == "GET" else None)
+        login_url = url_for("auth.login", next=request.full_path.rstrip("?") if request.method == "GET" else None)
         if is_htmx():
             # Never swap a login page into a fragment: send the whole window there.
             response = current_app.make_response(("", 401))
@@ -136,6 +142,16 @@ def init_app(app):
         if seconds < 3600:
             return f"{seconds // 60} min"
         return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+    @app.template_filter("phone")
+    def phone(number):
+        """An E.164 number written the international way: +1 617-555-0142."""
+        import phonenumbers
+
+        try:
+            return phonenumbers.format_number(phonenumbers.parse(number), phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+        except phonenumbers.NumberParseException:
+            return number
 
     @app.template_filter("money")
     def money(amount, currency: str):

@@ -110,6 +110,7 @@ def base_config(database_url, redis_url, sandbox_url) -> dict:
         "RETRY_BASE_SECONDS": 0.2,
         "SWEEP_INTERVAL_SECONDS": 1,
         "SESSION_COOKIE_SECURE": False,
+        "SUPPORT_EMAIL": "support@tickets.example",
     }
 
 

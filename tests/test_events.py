@@ -131,8 +131,7 @@ def test_times_are_stored_in_utc_from_the_chosen_zone(client, app, organizer, zo
     ({"starts_at": "15/07/2026 6pm"}, "starts_at", "Not a valid datetime value."),
     ({"timezone": "Mars/Olympus_Mons"}, "timezone", "Not a valid choice."),
     ({"currency": "XYZ"}, "currency", "Not a valid choice."),
-    pytest.param({"name": "   "}, "name", "This field is required.", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: InputRequired accepts a whitespace-only event name; it is stored as ''")),
+    pytest.param({"name": "   "}, "name", "This field is required."),
 ])
 def test_create_event_validation(client, app, organizer, changes, field, message):
     response = create(client, **changes)
@@ -185,9 +184,6 @@ def test_event_detail_page(client, app, organizer, make_event):
     assert 'name="csrf_token"' in page
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: portal/events/forms.py DiscountForm.kind passes choices as tuples, "
-                   "deprecated in the pinned WTForms 3.3.2 (removed in 3.4); with the project's "
-                   "filterwarnings=error every render of the event page fails")
 def test_event_page_renders_without_deprecation_warnings(client, organizer, make_event):
     import warnings
 
@@ -237,8 +233,7 @@ def test_fee_is_optional(client, app, organizer):
     ({"capacity": "0"}, "capacity", "Number must be between 1 and 1000000."),
     ({"capacity": "2.5"}, "capacity", "Not a valid integer value."),
     ({"name": ""}, "name", "This field is required."),
-    pytest.param({"fee": "1.005"}, "fee", "Use at most two decimal places.", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: TicketTypeForm has no two-decimals check on fee; 1.005 is silently stored as 1.00")),
+    pytest.param({"fee": "1.005"}, "fee", "Use at most two decimal places."),
 ])
 def test_add_ticket_type_validation(client, app, organizer, changes, field, message):
     create(client)
@@ -324,8 +319,7 @@ def test_add_discount_code(client, app, organizer, make_event, kind, amount):
     ("<b>", "percent", "10", "code", "Letters, digits, - and _ only."),
     ("X" * 41, "percent", "10", "code", "Field cannot be longer than 40 characters."),
     ("ODD", "bogus", "10", "kind", "Not a valid choice."),
-    pytest.param("FINE", "fixed", "5.555", "amount", "Use at most two decimal places.", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: DiscountForm.amount has no two-decimals check; 5.555 is silently stored as 5.56")),
+    pytest.param("FINE", "fixed", "5.555", "amount", "Use at most two decimal places."),
 ])
 def test_add_discount_validation(client, app, organizer, make_event, code, kind, amount, field, message):
     event_id = make_event(organizer)
@@ -427,7 +421,9 @@ def test_widget_bad_colour_returns_422_and_only_the_preview(client, app, organiz
     body = response.get_data(as_text=True)
     assert "<html" not in body and "<nav" not in body
     assert body.lstrip().startswith('<section class="card" id="widget-preview"')
-    assert "Fix the highlighted setting" in body
+    assert "Fix the setting marked in red" in body
+    # The field's own message reaches the settings form out of band.
+    assert re.search(r'id="accent_color-error" hx-swap-oob="true"[^>]*>[^<]+</div>', body)
     with app.app_context():
         event = db.session.get(Event, event_id)
         assert (event.accent_color, event.button_label) == ("#4f46e5", "Get tickets")

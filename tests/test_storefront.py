@@ -445,9 +445,6 @@ def test_a_non_preview_order_has_no_test_badge(client, app, live, login):
 
 # --- the attendees fragment --------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="BUG: the htmx attendees fragment answers 500: portal/views.py render() renders "
-                   "only the block 'attendees', which skips the template's top-level `{% from ... import "
-                   "attendee_fields %}`, so attendee_fields is undefined")
 @pytest.mark.parametrize("kind", ["e", "w"])
 @pytest.mark.parametrize("quantities, legends", [
     ([0, 0], []),

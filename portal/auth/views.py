@@ -1,4 +1,5 @@
 """Sign up, log in, log out."""
+import hashlib
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -7,7 +8,7 @@ from flask_login import login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import EmailField, PasswordField, StringField
-from wtforms.validators import Email, InputRequired, Length
+from wtforms.validators import DataRequired, Email, InputRequired, Length
 
 from portal.auth.models import LoginThrottle, Organizer
 from portal.extensions import db
@@ -18,7 +19,8 @@ bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 
 class SignupForm(FlaskForm):
-    name = StringField("Organization or your name", validators=[InputRequired(), Length(max=120)])
+    name = StringField("Organization or your name", filters=[lambda v: v.strip() if isinstance(v, str) else v],
+                       validators=[DataRequired(), Length(max=120)])
     email = EmailField("E-mail", validators=[InputRequired(), Email(check_deliverability=False), Length(max=254)])
     password = PasswordField("Password", validators=[InputRequired(), Length(min=10, max=200,
                              message="Use at least 10 characters.")])
@@ -52,7 +54,8 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
-        throttle = db.session.get(LoginThrottle, email)
+        key = _throttle_key(email)
+        throttle = db.session.get(LoginThrottle, key)
         now = utcnow()
         if throttle and throttle.locked_until and throttle.locked_until > now:
             minutes = int((throttle.locked_until - now).total_seconds() // 60) + 1
@@ -66,7 +69,7 @@ def login():
                 db.session.commit()
             login_user(organizer)
             return redirect(_safe_next(request.args.get("next")) or url_for("integrations.index"), code=303)
-        _record_failure(email, throttle, now)
+        _record_failure(key, throttle, now)
         form.password.errors.append("That e-mail and password do not match an account.")
         return render("auth/login.html", form=form), 401
     return render("auth/login.html", form=form), 200 if request.method == "GET" else 422
@@ -80,11 +83,16 @@ def logout():
     return redirect(url_for("auth.login"), code=303)
 
 
-def _record_failure(email: str, throttle: LoginThrottle | None, now) -> None:
+def _throttle_key(email: str) -> str:
+    """Failures count per e-mail and client address, so a stranger can't lock an organizer out."""
+    return hashlib.sha256(f"{email}|{request.remote_addr}".encode()).hexdigest()
+
+
+def _record_failure(key: str, throttle: LoginThrottle | None, now) -> None:
     window = timedelta(seconds=current_app.config["LOGIN_LOCK_SECONDS"])
     if throttle is None or now - throttle.first_failure_at > window:
         if throttle is None:
-            throttle = LoginThrottle(key=email)
+            throttle = LoginThrottle(key=key)
             db.session.add(throttle)
         throttle.failures, throttle.first_failure_at, throttle.locked_until = 0, now, None
     throttle.failures += 1

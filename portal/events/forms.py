@@ -4,17 +4,43 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo, available_timezones
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DateTimeLocalField, DecimalField, IntegerField, SelectField, StringField, TextAreaField
-from wtforms.validators import InputRequired, Length, NumberRange, Optional, Regexp, ValidationError
+from wtforms import (
+    BooleanField,
+    DateTimeLocalField,
+    DecimalField,
+    IntegerField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import (
+    DataRequired,
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+    Regexp,
+    ValidationError,
+)
 
 CURRENCIES = ["USD", "EUR", "GBP", "CAD", "AUD", "NZD", "CHF", "SEK", "NOK", "DKK", "PLN", "CZK", "MXN", "BRL",
               "JPY", "SGD", "HKD", "ZAR", "INR"]
 TIMEZONES = sorted(available_timezones() - {"localtime", "Factory"})
 
 
+def _two_places(field) -> None:
+    if field.data is not None and field.data != field.data.quantize(Decimal("0.01")):
+        raise ValidationError("Use at most two decimal places.")
+
+
+def _strip(value):
+    return value.strip() if isinstance(value, str) else value
+
+
 class EventForm(FlaskForm):
-    name = StringField("Event name", validators=[InputRequired(), Length(max=200)])
-    venue = StringField("Venue or location", validators=[InputRequired(), Length(max=200)])
+    name = StringField("Event name", filters=[_strip], validators=[DataRequired(), Length(max=200)])
+    venue = StringField("Venue or location", filters=[_strip], validators=[DataRequired(), Length(max=200)])
     timezone = SelectField("Time zone", choices=TIMEZONES, default="America/New_York")
     starts_at = DateTimeLocalField("Starts", format="%Y-%m-%dT%H:%M", validators=[InputRequired()])
     ends_at = DateTimeLocalField("Ends", format="%Y-%m-%dT%H:%M", validators=[InputRequired()])
@@ -31,7 +57,7 @@ class EventForm(FlaskForm):
 
 
 class TicketTypeForm(FlaskForm):
-    name = StringField("Ticket name", validators=[InputRequired(), Length(max=120)],
+    name = StringField("Ticket name", filters=[_strip], validators=[DataRequired(), Length(max=120)],
                        description='For example "General Admission" or "VIP"')
     price = DecimalField("Price", places=2, validators=[InputRequired(), NumberRange(min=Decimal("0"), max=Decimal("100000"))])
     fee = DecimalField("Service fee per ticket", places=2, default=Decimal("0"),
@@ -39,17 +65,20 @@ class TicketTypeForm(FlaskForm):
     capacity = IntegerField("Capacity", validators=[InputRequired(), NumberRange(min=1, max=1_000_000)])
 
     def validate_price(self, field):
-        if field.data is not None and field.data != field.data.quantize(Decimal("0.01")):
-            raise ValidationError("Use at most two decimal places.")
+        _two_places(field)
+
+    def validate_fee(self, field):
+        _two_places(field)
 
 
 class DiscountForm(FlaskForm):
     code = StringField("Code", validators=[InputRequired(), Length(max=40),
                                            Regexp(r"^[A-Za-z0-9_-]+$", message="Letters, digits, - and _ only.")])
-    kind = SelectField("Type", choices=[("percent", "Percent off"), ("fixed", "Amount off per ticket")])
+    kind = SelectField("Type", choices=[SelectChoice("percent", "Percent off"), SelectChoice("fixed", "Amount off per ticket")])
     amount = DecimalField("Amount", places=2, validators=[InputRequired(), NumberRange(min=Decimal("0.01"), max=Decimal("100000"))])
 
     def validate_amount(self, field):
+        _two_places(field)
         if self.kind.data == "percent" and field.data is not None and field.data > 100:
             raise ValidationError("A percentage can be at most 100.")
 
@@ -57,5 +86,5 @@ class DiscountForm(FlaskForm):
 class WidgetForm(FlaskForm):
     accent_color = StringField("Accent colour", validators=[InputRequired(), Regexp(r"^#[0-9a-fA-F]{6}$",
                                message="Use a colour like #4f46e5.")])
-    button_label = StringField("Button label", validators=[InputRequired(), Length(max=40)])
+    button_label = StringField("Button label", filters=[_strip], validators=[DataRequired(), Length(max=40)])
     show_description = BooleanField("Show the event description")

@@ -32,7 +32,7 @@ def _ticket_type_or_404(event: Event, ticket_type_id: int) -> TicketType:
 @login_required
 def index():
     events = list(db.session.scalars(select(Event).where(Event.organizer_id == current_user.id)
-                                     .order_by(Event.starts_at.desc())))
+                                     .order_by(Event.starts_at)))
     sold = dict(db.session.execute(select(Order.event_id, func.count()).where(
         Order.organizer_id == current_user.id).group_by(Order.event_id)).all())
     return render("events/index.html", events=events, order_counts=sold)

@@ -8,7 +8,12 @@ from sqlalchemy import select, update
 
 from portal.crypto import decrypt, encrypt
 from portal.extensions import db
-from portal.integrations.models import CONNECTED, DISCONNECTED, NEEDS_RECONNECT, KlaviyoConnection
+from portal.integrations.models import (
+    CONNECTED,
+    DISCONNECTED,
+    NEEDS_RECONNECT,
+    KlaviyoConnection,
+)
 from portal.klaviyo import client
 from portal.sync import gate
 from portal.sync.models import CANCELLED, CLAIMED, HELD, PENDING, OutboxEvent
@@ -25,6 +30,11 @@ def connection_for(organizer_id: int) -> KlaviyoConnection | None:
 def installation_key(connection: KlaviyoConnection) -> str:
     """Klaviyo's rate limits are per installed app per account, so key on the account when we know it."""
     return f"acct-{connection.account_id}" if connection.account_id else f"conn-{connection.id}"
+
+
+def account_lookup_key(organizer_id: int) -> str:
+    """Account lookups are rare and made before the account is known, so they are counted per organizer."""
+    return f"accounts-{organizer_id}"
 
 
 def _store_tokens(connection: KlaviyoConnection, token: dict) -> None:
@@ -188,7 +198,7 @@ def refresh_account(connection: KlaviyoConnection) -> str | None:
     from portal.sync import limiter
 
     try:
-        wait = limiter.try_acquire(installation_key(connection), "accounts")
+        wait = limiter.try_acquire(account_lookup_key(connection.organizer_id), "accounts")
     except RedisError:
         wait = 0
     if wait:

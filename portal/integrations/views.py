@@ -2,6 +2,7 @@
 import logging
 from datetime import timedelta
 
+from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
 from flask import Blueprint, abort, current_app, flash, request, url_for
 from flask_login import current_user, login_required
@@ -14,7 +15,15 @@ from portal.integrations.models import CONNECTED, DISCONNECTED, NEEDS_RECONNECT
 from portal.klaviyo import client
 from portal.orders.models import Order
 from portal.sync import backfill, limiter
-from portal.sync.models import CANCELLED, FAILED, HELD, PENDING, CLAIMED, SENT, OutboxEvent
+from portal.sync.models import (
+    CANCELLED,
+    CLAIMED,
+    FAILED,
+    HELD,
+    PENDING,
+    SENT,
+    OutboxEvent,
+)
 from portal.types import utcnow
 from portal.views import render, see_other
 
@@ -33,7 +42,7 @@ def _page(panel: str | None = None, **extra):
         "connection": connection,
         "panel": panel,
         "configured": bool(current_app.config.get("KLAVIYO_CLIENT_ID")),
-        "checklist": checklist(connection) if connection and connection.status != DISCONNECTED else None,
+        "checklist": checklist(connection) if connection and connection.is_active else None,
         "sandbox_url": current_app.config.get("KLAVIYO_SANDBOX_URL"),
         "redirect_uri": redirect_uri(),
         **extra,
@@ -118,16 +127,15 @@ def callback():
         return _fail(f"Klaviyo could not complete the connection: {exc.error or 'error'}{detail}. Click Connect to try again.")
     except client.KlaviyoUnavailable:
         return _fail("Klaviyo could not be reached to finish connecting. Nothing was saved; try again in a minute.")
+    except AuthlibBaseError:  # e.g. a callback with a valid state but no code
+        return _fail("Klaviyo could not complete the connection: its answer had no sign-in code. Click Connect to try again.")
 
     granted = set((token.get("scope") or "").split())
     if "events:write" not in granted:
         _revoke_quietly(token)
         return _fail("Klaviyo did not grant permission to send events (events:write), so nothing was connected. "
                      "Click Connect and allow all requested permissions.")
-    try:
-        account = client.get_accounts(token["access_token"])
-    except client.KlaviyoUnavailable:
-        account = None
+    account = _fetch_account(token["access_token"])
     connection = service.connect(current_user, token, account)
     db.session.commit()
     service.after_connect(connection)
@@ -136,6 +144,19 @@ def callback():
     else:
         flash(f"Connected to Klaviyo account {connection.organization_name}.", "success")
     return see_other("integrations.index")
+
+
+def _fetch_account(access_token: str):
+    """The account lookup right after connecting, within Klaviyo's 1/s, 15/min limit for it."""
+    try:
+        if limiter.acquire(service.account_lookup_key(current_user.id), "accounts", max_wait=1.5):
+            return None
+    except Exception:  # noqa: BLE001 - without Redis, look it up anyway: it is one call
+        pass
+    try:
+        return client.get_accounts(access_token)
+    except client.KlaviyoUnavailable:
+        return None
 
 
 def _fail(message: str):

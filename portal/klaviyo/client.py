@@ -109,11 +109,14 @@ def authorize_redirect(redirect_uri: str):
 def exchange_code() -> dict:
     """Finish the callback: check state, exchange the code with the PKCE verifier. Raises OAuthError."""
     try:
-        return oauth_app().authorize_access_token()
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise KlaviyoUnavailable(str(exc)) from exc
+        token = oauth_app().authorize_access_token()
+    except requests.RequestException as exc:  # no answer, or an HTTP error status (5xx, 429)
+        raise KlaviyoUnavailable(type(exc).__name__) from exc
     except ValueError as exc:  # a non-JSON answer from the token endpoint
         raise OAuthError(error="server_error", description="Klaviyo's token endpoint gave an unreadable answer.") from exc
+    if not isinstance(token, dict) or not token.get("access_token"):
+        raise OAuthError(error="server_error", description="Klaviyo's token endpoint answered without a token.")
+    return token
 
 
 def _token_session() -> OAuth2Session:
@@ -128,13 +131,16 @@ def refresh_token(refresh_token: str) -> dict:
     url = _config("KLAVIYO_API_BASE").rstrip("/") + "/oauth/token"
     with _token_session() as session:
         try:
-            return session.refresh_token(url, refresh_token=refresh_token, timeout=_config("KLAVIYO_TIMEOUT"))
+            token = session.refresh_token(url, refresh_token=refresh_token, timeout=_config("KLAVIYO_TIMEOUT"))
         except OAuthError as exc:
             raise TokenRejected(exc.error or "invalid_grant", exc.description) from exc
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise KlaviyoUnavailable(str(exc)) from exc
+        except requests.RequestException as exc:  # no answer, or an HTTP error status (5xx, 429)
+            raise KlaviyoUnavailable(type(exc).__name__) from exc
         except ValueError as exc:
             raise KlaviyoUnavailable("unreadable answer from the token endpoint") from exc
+    if not isinstance(token, dict) or not token.get("access_token"):
+        raise KlaviyoUnavailable("the token endpoint answered without a token")
+    return token
 
 
 def revoke(refresh_token: str) -> None:
@@ -144,8 +150,8 @@ def revoke(refresh_token: str) -> None:
         try:
             response = session.revoke_token(url, token=refresh_token, token_type_hint="refresh_token",
                                             timeout=_config("KLAVIYO_TIMEOUT"))
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise KlaviyoUnavailable(str(exc)) from exc
+        except requests.RequestException as exc:
+            raise KlaviyoUnavailable(type(exc).__name__) from exc
     if response.status_code >= 500:
         raise KlaviyoUnavailable(f"revoke answered HTTP {response.status_code}")
 

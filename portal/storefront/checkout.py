@@ -2,6 +2,7 @@
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -24,6 +25,19 @@ class Checkout:
     ticket_count: int = 0
     errors: dict[str, str] = field(default_factory=dict)
     order: OrderInput | None = None
+    discount: object | None = None
+
+    def summary(self, event: Event) -> dict | None:
+        """Subtotal, discount, fees and total of the tickets chosen so far, for the checkout form."""
+        from portal.orders.service import discounted
+
+        lines = [(t, self.quantities.get(t.id, 0)) for t in event.ticket_types if self.quantities.get(t.id, 0) > 0]
+        if not lines or self.ticket_count > MAX_PER_ORDER:
+            return None
+        subtotal = sum((t.price * n for t, n in lines), Decimal("0"))
+        after = sum((discounted(t.price, self.discount) * n for t, n in lines), Decimal("0"))
+        fees = sum((t.fee * n for t, n in lines), Decimal("0"))
+        return {"lines": lines, "subtotal": subtotal, "discount": subtotal - after, "fees": fees, "total": after + fees}
 
 
 def _text(form, name: str) -> str:
@@ -106,7 +120,7 @@ def read_checkout(event: Event, form, source: str, is_test: bool) -> Checkout:
 
     discount = None
     if code := _text(form, "discount_code"):
-        discount = find_discount(event, code[:40])
+        discount = checkout.discount = find_discount(event, code[:40])
         if discount is None:
             errors["discount_code"] = "That code is not valid for this event."
 

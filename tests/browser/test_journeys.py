@@ -22,14 +22,6 @@ ORG = "Sandbox Festival Co."
 EMAIL = "ada@organizer.example"  # make_organizer's default
 SYNC_TIMEOUT = 25_000  # ms: a real worker on a real Redis, against the sandbox
 
-ATTENDEES_FRAGMENT_BUG = pytest.mark.xfail(strict=True, reason=(
-    "BUG: choosing a quantity never shows the attendee fields: the htmx request GET /<e|w>/<id>/attendees "
-    "answers 500 (jinja2 UndefinedError: 'attendee_fields' is undefined). portal/views.py render() renders only "
-    "the block (tmpl.blocks[block](tmpl.new_context(context))), which skips the template's top-level "
-    "{% from ... import attendee_fields %} in templates/storefront/event.html and widget.html. Fix: import the "
-    "macro inside {% block attendees %}, e.g. {% block attendees %}{% from 'storefront/_checkout.html' import "
-    "attendee_fields with context %}{{ attendee_fields(...) }}{% endblock %}."))
-
 
 def klaviyo_card(page: Page):
     marketing = page.get_by_role("region", name="Marketing Automation")
@@ -110,7 +102,6 @@ def test_connect_view_details_and_disconnect(page: Page, live, sandbox, make_org
     assert revokes[0]["token_type_hint"] == "refresh_token", revokes
 
 
-@ATTENDEES_FRAGMENT_BUG
 def test_verify_installation_with_a_test_purchase(page: Page, live, sandbox, connected, start_worker, log_in):
     start_worker()
     log_in(page)
@@ -233,7 +224,6 @@ def test_phone_width_has_no_sideways_scroll(page: Page, live, connected, make_ev
     no_horizontal_scroll(page)
 
 
-@ATTENDEES_FRAGMENT_BUG
 def test_widget_embedded_on_another_site_can_sell(page: Page, live, connected, make_event):
     """The embed snippet on an organizer's own site (another origin): the widget must complete a purchase."""
     from portal.events.models import Event
@@ -270,12 +260,6 @@ def buy_one_in_embedded_widget(page: Page):
     expect(widget.get_by_role("heading", name=re.compile("You're going to"))).to_be_visible()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: templates/partials/forms.html field() passes aria_invalid=None and aria_describedby=None to WTForms, "
-    "which renders aria-invalid=\"None\" aria-describedby=\"None\" on every field without errors; assistive "
-    "technology treats any aria-invalid value but \"false\" as invalid, so every portal form field is announced "
-    "as invalid (Playwright's aria snapshot shows [invalid]). Fix: pass False instead of None (WTForms omits "
-    "False attributes), or add the two attributes only when f.errors."))
 def test_untouched_form_fields_are_not_announced_as_invalid(page: Page, live):
     page.goto("/auth/login")
     expect(page.get_by_label("E-mail")).to_be_visible()
