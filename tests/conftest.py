@@ -350,3 +350,14 @@ def wait_for(predicate, timeout=20.0, interval=0.1, message="condition"):
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(monkeypatch):
+    """scrypt is slow on purpose; the tests that don't check hashing itself use a cheap pbkdf2."""
+    from werkzeug import security
+
+    import portal.auth.models as auth_models
+
+    monkeypatch.setattr(auth_models, "generate_password_hash",
+                        lambda password: security.generate_password_hash(password, "pbkdf2:sha256:1000"))

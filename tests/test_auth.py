@@ -21,16 +21,6 @@ PUBLIC_ENDPOINTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(monkeypatch):
-    """scrypt costs 0.1-0.4 s a hash on a busy machine; only test_signup_creates_account... measures the real one."""
-    from functools import partial
-
-    from werkzeug.security import generate_password_hash
-
-    monkeypatch.setattr("portal.auth.models.generate_password_hash",
-                        partial(generate_password_hash, method="pbkdf2:sha256:1"))
-
 
 def _rules():
     """Every (rule, method) of the real app's URL map, read once at collection time."""

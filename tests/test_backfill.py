@@ -71,6 +71,7 @@ def test_cancel_and_resume(app, client, organizer, make_event, sandbox, start_wo
         from portal.sync.queue import queue
 
         queue().empty()  # no worker yet: queue one chunk by hand, then stop the run
+        queue().connection.delete(f"portal:deliver-queued:{organizer}")
         run_id = backfill.current_run(organizer).id
         assert backfill.queue_next_chunk(run_id)
     response = client.post_form(f"/manage/integrations/klaviyo/backfill/{run_id}/cancel")

@@ -29,15 +29,6 @@ from portal.sync.models import OutboxEvent
 from tests.conftest import sandbox_events, wait_for
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(monkeypatch):
-    from functools import partial
-
-    from werkzeug.security import generate_password_hash
-
-    monkeypatch.setattr("portal.auth.models.generate_password_hash",
-                        partial(generate_password_hash, method="pbkdf2:sha256:1"))
-
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHOP = "demo.myshopify.com"

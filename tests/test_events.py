@@ -19,16 +19,6 @@ from portal.orders.models import Order
 pytestmark = pytest.mark.filterwarnings("ignore:Passing SelectField choices as tuples:DeprecationWarning")
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(monkeypatch):
-    """scrypt costs 0.1-0.4 s a hash on a busy machine; only test_signup_creates_account... measures the real one."""
-    from functools import partial
-
-    from werkzeug.security import generate_password_hash
-
-    monkeypatch.setattr("portal.auth.models.generate_password_hash",
-                        partial(generate_password_hash, method="pbkdf2:sha256:1"))
-
 
 GOOD_EVENT = {"name": "Harbour Lights", "venue": "Pier 4, Boston", "timezone": "America/New_York",
               "starts_at": "2026-07-15T18:00", "ends_at": "2026-07-15T23:30", "currency": "USD",

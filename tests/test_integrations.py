@@ -27,16 +27,6 @@ CALLBACK = "/manage/integrations/klaviyo/callback"
 ORG_NAME = "Sandbox Festival Co."
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(monkeypatch):
-    """scrypt costs 0.1-0.4 s a hash on a busy machine; these tests are not about it (see test_auth.py)."""
-    from functools import partial
-
-    from werkzeug.security import generate_password_hash
-
-    monkeypatch.setattr("portal.auth.models.generate_password_hash",
-                        partial(generate_password_hash, method="pbkdf2:sha256:1"))
-
 
 @pytest.fixture
 def sandbox_config(sandbox):

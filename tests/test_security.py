@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from portal.crypto import encrypt
 from portal.events.models import DiscountCode, Event
@@ -20,16 +20,6 @@ UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 # The event page renders DiscountForm.kind, whose tuple choices warn on WTForms 3.3 (pinned in test_events.py).
 pytestmark = pytest.mark.filterwarnings("ignore:Passing SelectField choices as tuples:DeprecationWarning")
 
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(monkeypatch):
-    """scrypt costs 0.1-0.4 s a hash on a busy machine; these tests are not about it (see test_auth.py)."""
-    from functools import partial
-
-    from werkzeug.security import generate_password_hash
-
-    monkeypatch.setattr("portal.auth.models.generate_password_hash",
-                        partial(generate_password_hash, method="pbkdf2:sha256:1"))
 
 
 def _rules():

@@ -15,16 +15,6 @@ from portal.storefront.checkout import MAX_PER_ORDER
 BUYER = {"first_name": "Pat", "last_name": "Buyer", "email": "pat@buyer.example", "phone": "+1 212 555 0100"}
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(monkeypatch):
-    """scrypt costs 0.1-0.4 s a hash on a busy machine; these tests are not about it (see test_auth.py)."""
-    from functools import partial
-
-    from werkzeug.security import generate_password_hash
-
-    monkeypatch.setattr("portal.auth.models.generate_password_hash",
-                        partial(generate_password_hash, method="pbkdf2:sha256:1"))
-
 
 def info(app, event_id):
     with app.app_context():

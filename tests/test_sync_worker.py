@@ -1,5 +1,4 @@
 """A purchase reaches the Klaviyo sandbox through a real rq worker process on a real Redis."""
-import requests
 
 from portal.events.models import Event
 from portal.extensions import db

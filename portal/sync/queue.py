@@ -27,7 +27,8 @@ def queue() -> Queue:
 def enqueue_delivery(organizer_id: int) -> bool:
     """Ask a worker to deliver this organizer's due outbox rows. Call only after the rows are committed.
 
-    At most one delivery job per organizer waits in the queue at a time (a short-lived marker in Redis);
+    At most one delivery job per organizer waits in the queue at a time (a marker in Redis that the job
+    clears when it starts, and that expires by itself should the job be lost);
     a running job that finds a large backlog calls this again, so idle workers join in. If Redis is down
     nothing is lost: the rows are in the database and the worker's sweeper picks them up.
     """
@@ -35,7 +36,7 @@ def enqueue_delivery(organizer_id: int) -> bool:
 
     try:
         marker = f"portal:deliver-queued:{organizer_id}"
-        if redis_connection().set(marker, 1, nx=True, ex=15):
+        if redis_connection().set(marker, 1, nx=True, ex=5):
             queue().enqueue(deliver, organizer_id, result_ttl=0, failure_ttl=24 * 3600, job_timeout=600)
         return True
     except RedisError as exc:
