@@ -67,10 +67,15 @@ def claim(organizer_id: int, limit: int, lease_seconds: int) -> list[Claimed]:
         .limit(limit)
     )
     if db.session.get_bind().dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
+        # Lock the ids first, then update them: inside one UPDATE, PostgreSQL may re-run a SKIP LOCKED
+        # subquery and so take more rows than the LIMIT.
+        chosen = list(db.session.scalars(due.with_for_update(skip_locked=True)))
+        target = OutboxEvent.id.in_(chosen)
+    else:
+        target = OutboxEvent.id.in_(due.scalar_subquery())
     db.session.execute(
         update(OutboxEvent)
-        .where(OutboxEvent.id.in_(due.scalar_subquery()), OutboxEvent.status == PENDING)
+        .where(target, OutboxEvent.status == PENDING)
         .values(status=CLAIMED, claim_token=token, claimed_until=now + timedelta(seconds=lease_seconds)),
         execution_options={"synchronize_session": False},
     )
