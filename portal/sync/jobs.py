@@ -18,7 +18,7 @@ from portal.integrations.models import CONNECTED, KlaviyoConnection
 from portal.klaviyo import client
 from portal.klaviyo.payloads import bulk_body
 from portal.sync import gate, limiter
-from portal.sync.models import CLAIMED, FAILED, HELD, PENDING, SENT, DeliveryAttempt, OutboxEvent
+from portal.sync.models import FAILED, PENDING, SENT, DeliveryAttempt, OutboxEvent
 from portal.sync.outbox import Claimed, claim, organizers_with_due_rows, reclaim_expired, release
 from portal.sync.queue import enqueue_delivery, redis_connection
 from portal.types import utcnow
@@ -64,6 +64,12 @@ def deliver(organizer_id: int) -> int:
                 accepted += _send_bulk(connection, rows)
         except Stop:
             return accepted
+        except Exception:
+            # Something unexpected (a database error, say): hand back what this claim still holds at once,
+            # rather than leaving it to the lease, then let rq record the failure.
+            db.session.rollback()
+            _release_rest(rows, current_app.config["RETRY_BASE_SECONDS"])
+            raise
         finally:
             db.session.rollback()
 
@@ -228,7 +234,9 @@ def _record(rows: list[Claimed], response: client.ApiResponse, via: str) -> None
             outcome = "failed"
             values.update(status=FAILED, last_error=response.error_text(), last_error_pointer=response.error_pointer(),
                           status_detail="failed: Klaviyo rejected this event")
-        guard = OutboxEvent.status.in_((CLAIMED, PENDING, HELD)) if response.accepted else OutboxEvent.claim_token == row.claim_token
+        # Klaviyo's acceptance is the truth even if a Disconnect cancelled the row while it was in flight;
+        # any other outcome only counts while the row is still ours.
+        guard = OutboxEvent.id == row.id if response.accepted else OutboxEvent.claim_token == row.claim_token
         db.session.execute(update(OutboxEvent).where(OutboxEvent.id == row.id, guard).values(**values),
                            execution_options={"synchronize_session": False})
         db.session.add(DeliveryAttempt(outbox_id=row.id, attempted_at=now, outcome=outcome, http_status=status or None,
@@ -237,7 +245,10 @@ def _record(rows: list[Claimed], response: client.ApiResponse, via: str) -> None
         log.info(json.dumps({"msg": "klaviyo.send", "organizer": row.organizer_id, "metric": row.metric,
                              "unique_id": row.unique_id, "status": status, "outcome": outcome,
                              "latency_ms": response.latency_ms, "via": via}))
+    db.session.commit()
     if response.accepted:
+        # A transaction of its own: holding the connection row while updating outbox rows would take the
+        # locks in the opposite order to Disconnect, and PostgreSQL would find a deadlock.
         db.session.execute(update(KlaviyoConnection).where(KlaviyoConnection.organizer_id == rows[0].organizer_id)
                            .values(last_success_at=now))
-    db.session.commit()
+        db.session.commit()
