@@ -53,6 +53,12 @@ def klaviyo_help():
     return render_template("help/klaviyo.html")
 
 
+@bp.get("/help/channels")
+def channels_help():
+    """The organizer's guide to selling through Shopify and Wix (public)."""
+    return render_template("help/channels.html")
+
+
 @bp.get("/healthz")
 def healthz():
     """Is the database reachable, and is Redis? 200 only when both are."""
