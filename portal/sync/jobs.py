@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from flask import current_app
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from portal.extensions import db
 from portal.integrations import service
@@ -207,6 +207,9 @@ def _record(rows: list[Claimed], response: client.ApiResponse, via: str) -> None
     """Write down what happened to each row, and decide whether and when it is tried again."""
     now = utcnow()
     status = response.status
+    if response.accepted and len(rows) > 1:
+        _record_accepted(rows, response, via, now)
+        return
     for row in rows:
         attempts = row.attempts + 1
         values = {"attempts": attempts, "last_http_status": status or None, "claim_token": None, "claimed_until": None}
@@ -252,3 +255,24 @@ def _record(rows: list[Claimed], response: client.ApiResponse, via: str) -> None
         db.session.execute(update(KlaviyoConnection).where(KlaviyoConnection.organizer_id == rows[0].organizer_id)
                            .values(last_success_at=now))
         db.session.commit()
+
+
+def _record_accepted(rows: list[Claimed], response: client.ApiResponse, via: str, now) -> None:
+    """A whole request accepted: one UPDATE for its rows and one multi-row INSERT of attempts."""
+    db.session.execute(
+        update(OutboxEvent).where(OutboxEvent.id.in_([row.id for row in rows]))
+        .values(attempts=OutboxEvent.attempts + 1, last_http_status=response.status, claim_token=None,
+                claimed_until=None, status=SENT, sent_at=now, status_detail=None, last_error=None,
+                last_error_pointer=None),
+        execution_options={"synchronize_session": False})
+    db.session.execute(insert(DeliveryAttempt), [
+        {"outbox_id": row.id, "attempted_at": now, "outcome": "accepted", "http_status": response.status,
+         "detail": None, "latency_ms": response.latency_ms, "via": via} for row in rows])
+    db.session.commit()
+    db.session.execute(update(KlaviyoConnection).where(KlaviyoConnection.organizer_id == rows[0].organizer_id)
+                       .values(last_success_at=now))
+    db.session.commit()
+    for row in rows:
+        log.info(json.dumps({"msg": "klaviyo.send", "organizer": row.organizer_id, "metric": row.metric,
+                             "unique_id": row.unique_id, "status": response.status, "outcome": "accepted",
+                             "latency_ms": response.latency_ms, "via": via}))
