@@ -141,6 +141,20 @@ def _field_key(name: str) -> tuple[int | None, str] | None:
     return (int(index) if index is not None else None), _FIELDS[match.group("field")]
 
 
+def line_items(items: list):
+    """(position, item, label, quantity) for each line item of a store order, checked as they come."""
+    units = 0
+    for position, item in enumerate(items, start=1):
+        if not isinstance(item, dict):
+            raise PayloadError(f"line item {position} is not an object")
+        what = f"line item {position}"
+        count = quantity(item.get("quantity"), f"{what}'s quantity")
+        units += count
+        if units > MAX_UNITS:
+            raise PayloadError(f"the order has more than {MAX_UNITS} items; the portal imports at most {MAX_UNITS}")
+        yield position, item, what, count
+
+
 def attendees_from_properties(pairs: list[tuple[str, str]], units: int) -> list[dict]:
     """Attendee details per unit from a line item's properties.
 

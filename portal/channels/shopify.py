@@ -5,8 +5,8 @@ import hmac
 import re
 
 from portal.channels.common import (
-    MAX_UNITS, Buyer, ExternalLine, ExternalOrder, PayloadError, attendees_from_properties, currency, identifier,
-    money, quantity, text, timestamp,
+    Buyer, ExternalLine, ExternalOrder, PayloadError, attendees_from_properties, currency, identifier, line_items,
+    money, text, timestamp,
 )
 from portal.channels.models import SHOPIFY
 
@@ -54,15 +54,8 @@ def parse_order(payload: dict) -> ExternalOrder:
         phone=text(payload.get("phone") or customer.get("phone") or billing.get("phone"), 40),
     )
     order_currency = currency(payload.get("currency"))
-    lines, units = [], 0
-    for position, item in enumerate(payload["line_items"], start=1):
-        if not isinstance(item, dict):
-            raise PayloadError(f"line item {position} is not an object")
-        what = f"line item {position}"
-        count = quantity(item.get("quantity"), f"{what}'s quantity")
-        units += count
-        if units > MAX_UNITS:
-            raise PayloadError(f"the order has more than {MAX_UNITS} items; the portal imports at most {MAX_UNITS}")
+    lines = []
+    for position, item, what, count in line_items(payload["line_items"]):
         allocations = item.get("discount_allocations")
         if isinstance(allocations, list) and allocations:
             discount = sum((money(a.get("amount") if isinstance(a, dict) else None, f"{what}'s discount")

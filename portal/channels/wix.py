@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from portal.channels.common import (
-    MAX_UNITS, Buyer, ExternalLine, ExternalOrder, PayloadError, attendees_from_properties, currency, identifier,
-    money, quantity, text, timestamp,
+    Buyer, ExternalLine, ExternalOrder, PayloadError, attendees_from_properties, currency, identifier, line_items,
+    money, text, timestamp,
 )
 from portal.channels.models import WIX
 
@@ -168,15 +168,8 @@ def parse_order(order: dict) -> ExternalOrder:
     buyer = Buyer(first_name=text(contact.get("firstName")), last_name=text(contact.get("lastName")),
                   email=text(buyer_info.get("email"), 254), phone=text(contact.get("phone"), 40))
     order_currency = currency(order.get("currency"))
-    lines, units = [], 0
-    for position, item in enumerate(order["lineItems"], start=1):
-        if not isinstance(item, dict):
-            raise PayloadError(f"line item {position} is not an object")
-        what = f"line item {position}"
-        count = quantity(item.get("quantity"), f"{what}'s quantity")
-        units += count
-        if units > MAX_UNITS:
-            raise PayloadError(f"the order has more than {MAX_UNITS} items; the portal imports at most {MAX_UNITS}")
+    lines = []
+    for position, item, what, count in line_items(order["lineItems"]):
         reference = _dict(item.get("catalogReference"))
         options = _dict(reference.get("options"))
         variant = identifier(options.get("variantId"))
