@@ -272,7 +272,11 @@ def _record_accepted(rows: list[Claimed], response: client.ApiResponse, via: str
     db.session.execute(update(KlaviyoConnection).where(KlaviyoConnection.organizer_id == rows[0].organizer_id)
                        .values(last_success_at=now))
     db.session.commit()
+    # One line per request (a bulk request is one send): its metrics, and its first and last unique_id.
+    metrics: dict[str, int] = {}
     for row in rows:
-        log.info(json.dumps({"msg": "klaviyo.send", "organizer": row.organizer_id, "metric": row.metric,
-                             "unique_id": row.unique_id, "status": response.status, "outcome": "accepted",
-                             "latency_ms": response.latency_ms, "via": via}))
+        metrics[row.metric] = metrics.get(row.metric, 0) + 1
+    log.info(json.dumps({"msg": "klaviyo.send", "organizer": rows[0].organizer_id, "metrics": metrics,
+                         "events": len(rows), "first_unique_id": rows[0].unique_id,
+                         "last_unique_id": rows[-1].unique_id, "status": response.status, "outcome": "accepted",
+                         "latency_ms": response.latency_ms, "via": via}))
