@@ -50,7 +50,9 @@ def main(argv=None) -> int:
         # worker_ttl bounds how long the worker blocks waiting for a job, so maintenance runs every few seconds.
         worker = OutboxWorker([queue()], connection=redis_connection(), maintenance_interval=interval,
                               worker_ttl=interval + 16)
-        worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+        # No rq scheduler: retries are outbox rows with a next_attempt_at that the sweep picks up, so the
+        # scheduler's child process (about 75 MB) would have nothing to do.
+        worker.work(burst=args.burst, with_scheduler=False, logging_level="INFO")
     return 0
 
 

@@ -21,7 +21,7 @@ class OutboxEvent(db.Model):
     __table_args__ = (
         UniqueConstraint("organizer_id", "unique_id"),
         Index("ix_outbox_due", "status", "next_attempt_at"),
-        Index("ix_outbox_org_status", "organizer_id", "status"),
+        Index("ix_outbox_org_status", "organizer_id", "status", "sent_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
