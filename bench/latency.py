@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     p50, p99 = percentile(placed_order_lat, 50) * 1000, percentile(placed_order_lat, 99) * 1000
     print(f"targets: p50 <= 250 ms -> {p50:.0f} ms {'MET' if p50 <= 250 else 'MISSED'}; "
           f"p99 <= 1000 ms -> {p99:.0f} ms {'MET' if p99 <= 1000 else 'MISSED'}")
-    print(f"worker RSS: " + ", ".join(f"VmHWM {m.get('VmHWM', 0):.1f} MB" for m in memory))
+    print("worker RSS: " + ", ".join(f"VmHWM {m.get('VmHWM', 0):.1f} MB" for m in memory))
     return 0
 
 

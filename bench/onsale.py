@@ -276,7 +276,7 @@ def report_drain(r: dict) -> None:
         print(f"    ** worker logs: {r['log_problems']} **")
     print(f"    {r['cpu']}")
     print(f"    events: {events:,} expected, {r['accepted']:,} accepted -> {rate:,.0f} events/s")
-    print(f"    API requests: " + ", ".join(f"{k}: {n}" for k, n in sorted(r["requests"].items())))
+    print("    API requests: " + ", ".join(f"{k}: {n}" for k, n in sorted(r["requests"].items())))
     print(f"    429s: {r['throttled_429']} (sandbox counter: {r['sandbox_throttled_total']})")
     print(f"    lost: {r['lost']}   unexpected: {r['unexpected']}   duplicates accepted: 0 (Klaviyo keeps one event "
           f"per unique_id); repeat sends it ignored (duplicates_ignored): {r['duplicates_ignored']}; outbox rows "
@@ -286,9 +286,9 @@ def report_drain(r: dict) -> None:
           f"floor = 60*floor((R-1)/150) + ceil(((R-1) mod 150 + 1)/10) = {floor:.0f} s  -> ours = {r['drain_s'] / floor:.2f}x floor")
     print(f"      (with our limiter's 0.9 headroom, 9/s and 135/min: {our_floor:.0f} s; one Create Event per event: "
           f"{single_floor_seconds(events):,.0f} s = {single_floor_seconds(events) / 60:.1f} min)")
-    print(f"    worker peak RSS (VmHWM): " + ", ".join(f"{v:.1f} MB" for v in hwm)
-          + (f"; rq scheduler children: " + ", ".join(f"{v:.1f} MB" for v in kids) if kids else "")
-          + f"; sampled VmRSS peak: " + ", ".join(f"{v:.1f} MB" for v in r["rss_sampled_peak"].values()))
+    print("    worker peak RSS (VmHWM): " + ", ".join(f"{v:.1f} MB" for v in hwm)
+          + ("; rq scheduler children: " + ", ".join(f"{v:.1f} MB" for v in kids) if kids else "")
+          + "; sampled VmRSS peak: " + ", ".join(f"{v:.1f} MB" for v in r["rss_sampled_peak"].values()))
 
 
 def report_baseline(r: dict) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from portal.events.models import Event
 from portal.extensions import db
 from portal.integrations import service
-from portal.integrations.models import CONNECTED, DISCONNECTED, NEEDS_RECONNECT
+from portal.integrations.models import DISCONNECTED
 from portal.klaviyo import client
 from portal.orders.models import Order
 from portal.sync import backfill, limiter
@@ -266,9 +266,6 @@ def checklist(connection) -> list[dict]:
          "action": "See the sync timeline"},
     ]
 
-
-def status_label(status: str) -> str:
-    return {CONNECTED: "Connected", NEEDS_RECONNECT: "Needs reconnect", DISCONNECTED: "Not connected"}.get(status, status)
 
 
 @bp.get("/klaviyo/backfill")
