@@ -20,8 +20,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(INSTANCE.parent / "migrations"))
     csrf.init_app(app)
     login_manager.init_app(app)
-    from portal import cli, models, views  # noqa: F401  (models registers every table)
-    from portal.auth import views as auth_views
+    from portal import cli, errors, filters, headers, models, pages  # noqa: F401  (models registers every table)
+    from portal.auth import login, views as auth_views
     from portal.channels import views as channel_views, webhooks as channel_webhooks
     from portal.events import views as event_views
     from portal.integrations import views as integration_views
@@ -30,11 +30,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     from portal.klaviyo.client import init_oauth
 
     init_oauth(app)
-    for module in (views, auth_views, event_views, storefront_views, order_views, integration_views, channel_views,
+    for module in (pages, auth_views, event_views, storefront_views, order_views, integration_views, channel_views,
                    channel_webhooks):
         app.register_blueprint(module.bp)
-    cli.init_app(app)
-    views.init_app(app)
+    for module in (cli, login, errors, filters, headers):
+        module.init_app(app)
     logging.getLogger("portal").setLevel(app.config.get("LOG_LEVEL", "INFO"))
     return app
 

@@ -2,9 +2,8 @@
 from portal.auth.models import LoginThrottle, Organizer
 from portal.channels.models import ChannelMapping, ChannelWebhook, SalesChannel
 from portal.events.models import DiscountCode, Event, TicketType
-from portal.integrations.models import KlaviyoConnection
 from portal.orders.models import Attendee, Order, Ticket
-from portal.sync.models import BackfillRun, DeliveryAttempt, OutboxEvent
+from portal.sync.models import BackfillRun, DeliveryAttempt, KlaviyoConnection, OutboxEvent
 
 __all__ = [
     "Attendee", "BackfillRun", "ChannelMapping", "ChannelWebhook", "DeliveryAttempt", "DiscountCode", "Event",

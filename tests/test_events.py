@@ -375,18 +375,31 @@ def test_make_live_requires_a_ticket_type_and_back_to_draft(client, app, organiz
 
 def test_widget_page_marks_the_preview_opened(client, app, organizer, make_event):
     event_id = make_event(organizer)
-    with app.app_context():
-        assert db.session.get(Event, event_id).preview_opened_at is None
+    beacon = f'hx-post="/manage/events/{event_id}/previewed" hx-trigger="load"'
     response = client.get(f"/manage/events/{event_id}/widget")
     assert response.status_code == 200
     page = response.get_data(as_text=True)
-    assert 'id="widget-frame"' in page and 'id="embed-snippet"' in page
+    assert 'id="widget-frame"' in page and 'id="embed-snippet"' in page and beacon in page
+    with app.app_context():
+        assert db.session.get(Event, event_id).preview_opened_at is None  # opening a page (GET) writes nothing
+    assert client.post(f"/manage/events/{event_id}/previewed").status_code == 400  # the beacon needs CSRF
+    assert client.post_form(f"/manage/events/{event_id}/previewed").status_code == 204
     with app.app_context():
         first = db.session.get(Event, event_id).preview_opened_at
     assert first is not None and first.tzinfo is not None
-    client.get(f"/manage/events/{event_id}/widget")
+    assert beacon not in client.get(f"/manage/events/{event_id}/widget").get_data(as_text=True)  # asked once
+    assert client.post_form(f"/manage/events/{event_id}/previewed").status_code == 204
     with app.app_context():
         assert db.session.get(Event, event_id).preview_opened_at == first  # the first opening counts
+
+
+def test_preview_beacon_is_the_organizers_own(client, app, make_organizer, make_event, login):
+    other_event = make_event(make_organizer("bo@organizer.example", "Bo Events"))
+    make_organizer()
+    login()
+    assert client.post_form(f"/manage/events/{other_event}/previewed").status_code == 404
+    with app.app_context():
+        assert db.session.get(Event, other_event).preview_opened_at is None
 
 
 def test_embed_snippet_points_at_the_public_widget(client, app, organizer, make_event):

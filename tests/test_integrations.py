@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text
 from portal.crypto import decrypt
 from portal.events.models import Event
 from portal.extensions import db
-from portal.integrations.models import KlaviyoConnection
+from portal.sync.models import KlaviyoConnection
 from portal.orders.models import Order
 from portal.sync.models import OutboxEvent
 from portal.types import utcnow
@@ -479,7 +479,7 @@ def test_token_endpoint_failure(client, app, organizer, sandbox, fault, message)
 # --- Needs reconnect and Reconnect -------------------------------------------------------------------------------------
 
 def test_reconnect_after_klaviyo_revoked_the_app(client, app, connected, sandbox, make_event):
-    from portal.integrations import service
+    from portal.sync import connection as service
     from portal.klaviyo.client import TokenRejected
 
     event_id = make_event(connected)
@@ -639,6 +639,8 @@ def test_verify_installation_checklist_ticks_itself(client, app, connected, make
     assert steps(client.get("/manage/integrations/klaviyo/checklist").get_data(as_text=True)) == [True, False, False,
                                                                                                    False]
     client.get(f"/manage/events/{event_id}/widget")
+    assert steps(client.get("/manage/integrations/klaviyo/checklist").get_data(as_text=True))[1] is False  # GET writes nothing
+    assert client.post_form(f"/manage/events/{event_id}/previewed").status_code == 204  # the page's beacon
     with app.app_context():
         event = db.session.get(Event, event_id)
         public_id, type_id = event.public_id, event.ticket_types[0].id

@@ -60,7 +60,7 @@ def test_release_and_reclaim(app, make_organizer):
     add_pending(app, organizer_id, 4)
     with app.app_context():
         rows = claim(organizer_id, 4, 60)
-        release(rows[:2], utcnow())
+        release(rows[:2], wait_seconds=0)
         assert db.session.scalar(select(func.count()).where(OutboxEvent.status == PENDING)) == 2
         db.session.execute(OutboxEvent.__table__.update().values(claimed_until=utcnow() - timedelta(seconds=1))
                            .where(OutboxEvent.status == CLAIMED))

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from portal.crypto import encrypt
 from portal.events.models import DiscountCode, Event
 from portal.extensions import db
-from portal.integrations.models import KlaviyoConnection
+from portal.sync.models import KlaviyoConnection
 from portal.orders.models import Order
 from portal.sync.models import OutboxEvent
 from portal.types import utcnow

@@ -125,8 +125,9 @@ def test_draft_preview_for_its_owner(client, app, make_organizer, make_event, lo
     page = response.get_data(as_text=True)
     assert "Preview of your Event Page (draft)" in page
     assert f'action="/e/{public_id}/checkout?preview=1"' in page
+    assert f'hx-post="/manage/events/{event_id}/previewed" hx-trigger="load"' in page  # step 2's beacon
     with app.app_context():
-        assert db.session.get(Event, event_id).preview_opened_at is not None
+        assert db.session.get(Event, event_id).preview_opened_at is None  # the GET itself wrote nothing
     widget = client.get(f"/w/{public_id}?preview=1")
     assert widget.status_code == 200 and "Test mode" in widget.get_data(as_text=True)
 

@@ -13,7 +13,7 @@ from wtforms.validators import DataRequired, Email, InputRequired, Length
 from portal.auth.models import LoginThrottle, Organizer
 from portal.extensions import db
 from portal.types import utcnow
-from portal.views import render
+from portal.htmx import render
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 

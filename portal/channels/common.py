@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+from portal.contact import check_email, check_phone, clean_name
 from portal.orders.service import AttendeeInput, LinePrice
-from portal.storefront.checkout import NAME_MAX, _check_email, _check_phone
 
 CENT = Decimal("0.01")
 MAX_UNITS = 1000  # tickets in one store order; beyond this it is refused rather than imported
@@ -184,22 +184,18 @@ def attendees_from_properties(pairs: list[tuple[str, str]], units: int) -> list[
     return result
 
 
-def clean_name(value: str) -> str:
-    value = "".join(ch for ch in value if ch.isprintable()).strip()
-    return value[:NAME_MAX]
-
-
-def purchaser(buyer: Buyer) -> tuple[str, str, str | None, str | None, list[str]]:
+def purchaser(buyer: Buyer, region: str = "US") -> tuple[str, str, str | None, str | None, list[str]]:
     """(first, last, e-mail, phone, notes). The e-mail is None when there is no valid one."""
     notes = []
-    email, problem = _check_email(buyer.email.strip(), required=True)
-    phone, phone_problem = _check_phone(buyer.phone.strip())
+    email, problem = check_email(buyer.email.strip(), required=True)
+    phone, phone_problem = check_phone(buyer.phone.strip(), region)
     if phone_problem:
         notes.append(f"The purchaser's phone number {buyer.phone.strip()[:40]!r} could not be read, so it was left out.")
     return clean_name(buyer.first_name), clean_name(buyer.last_name), email if not problem else None, phone, notes
 
 
-def attendee_input(details: dict, default: AttendeeInput, label: str, notes: list[str]) -> AttendeeInput:
+def attendee_input(details: dict, default: AttendeeInput, label: str, notes: list[str],
+                   region: str = "US") -> AttendeeInput:
     """The attendee of one ticket: the details typed in the store, or the purchaser when there are none."""
     if not details:
         return default
@@ -207,11 +203,11 @@ def attendee_input(details: dict, default: AttendeeInput, label: str, notes: lis
     if "name" in details and not (first or last):
         parts = details["name"].split(None, 1)
         first, last = parts[0], (parts[1] if len(parts) > 1 else "")
-    email, problem = _check_email(details.get("email", ""), required=False)
+    email, problem = check_email(details.get("email", ""), required=False)
     if problem:
         notes.append(f"The attendee e-mail {details['email'][:99]!r} on {label} is not a valid address, "
                      "so it was left out.")
-    phone, problem = _check_phone(details.get("phone", ""))
+    phone, problem = check_phone(details.get("phone", ""), region)
     if problem:
         notes.append(f"The attendee phone number {details['phone'][:40]!r} on {label} could not be read, "
                      "so it was left out.")

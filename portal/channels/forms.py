@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from portal.channels import shopify, wix
-from portal.channels.models import SHOPIFY, WIX, SalesChannel
+from portal.channels.models import SHOPIFY, WIX, SalesChannel, channel_key
 from portal.events.models import TicketType
 from portal.extensions import db
 
@@ -65,7 +65,7 @@ def read_connect(platform: str, form, channel: SalesChannel | None) -> ConnectFo
             result.errors["public_key"] = "Paste the public key Wix signs your webhooks with."
         field_name = "instance_id"
     if result.account and field_name not in result.errors:
-        taken = db.session.scalar(select(SalesChannel).where(SalesChannel.active_key == f"{platform}:{result.account}"))
+        taken = db.session.scalar(select(SalesChannel).where(SalesChannel.active_key == channel_key(platform, result.account)))
         if taken is not None and (channel is None or taken.id != channel.id):
             where = "store" if platform == SHOPIFY else "site"
             result.errors[field_name] = (f"This {where} is already connected to another portal account. Disconnect it "

@@ -28,6 +28,11 @@ OUTCOMES = (CREATED, UNMAPPED, OVERSOLD, DUPLICATE, IGNORED, REJECTED)
 NEEDS_ATTENTION = (UNMAPPED, OVERSOLD, REJECTED)
 
 
+def channel_key(platform: str, account: str) -> str:
+    """What makes one store belong to one portal account at a time: "shopify:demo.myshopify.com"."""
+    return f"{platform}:{account.strip().lower()}"
+
+
 class SalesChannel(db.Model):
     """One per organizer and platform. Disconnecting keeps the mappings, so reconnecting restores them."""
 
@@ -74,9 +79,16 @@ class SalesChannel(db.Model):
         if secret:
             self.secret = secret
         self.status = CONNECTED
-        self.active_key = f"{self.platform}:{account.lower()}"
+        self.active_key = channel_key(self.platform, account)
         self.connected_at = utcnow()
         self.disconnected_at = None
+
+    def update(self, account: str, secret: str | None) -> None:
+        """A connected store's new domain or instance id, and its new secret when one was given."""
+        self.account = account
+        self.active_key = channel_key(self.platform, account)
+        if secret:
+            self.secret = secret
 
     def disconnect(self) -> None:
         """Stop accepting webhooks and forget the secret; mappings and the log stay for a reconnect."""

@@ -15,7 +15,7 @@ from portal.channels import shopify, wix
 from portal.channels.common import ExternalLine, ExternalOrder, attendee_input, describe_item, purchaser, unit_prices
 from portal.channels.models import (
     CONNECTED, CREATED, DUPLICATE, IGNORED, OVERSOLD, PLATFORM_NAMES, REJECTED, SHOPIFY, UNMAPPED, ChannelMapping,
-    ChannelWebhook, SalesChannel,
+    ChannelWebhook, SalesChannel, channel_key,
 )
 from portal.events.models import Event, TicketType
 from portal.extensions import db
@@ -36,7 +36,7 @@ def connected_channel(platform: str, account: str) -> SalesChannel | None:
     """The connected channel a webhook is for (shop domain or Wix instance id), whoever owns it."""
     if not account:
         return None
-    return db.session.scalar(select(SalesChannel).where(SalesChannel.active_key == f"{platform}:{account.lower()}",
+    return db.session.scalar(select(SalesChannel).where(SalesChannel.active_key == channel_key(platform, account),
                                                         SalesChannel.status == CONNECTED))
 
 
@@ -200,7 +200,8 @@ def _import(channel: SalesChannel, external: ExternalOrder, lines: list[External
             claim: str | None = None) -> ChannelWebhook:
     platform = PLATFORM_NAMES[channel.platform]
     label = f"{platform} order {external.name}"
-    first, last, email, phone, buyer_notes = purchaser(external.buyer)
+    region = current_app.config["DEFAULT_PHONE_REGION"]
+    first, last, email, phone, buyer_notes = purchaser(external.buyer, region)
     channel.last_webhook_at = utcnow()
     if email is None:
         entry.outcome = REJECTED
@@ -240,7 +241,8 @@ def _import(channel: SalesChannel, external: ExternalOrder, lines: list[External
         for ticket_type, line in items:
             for details, price in zip(line.attendees, unit_prices(line)):
                 position = len(order_lines) + 1
-                attendee = attendee_input(details, purchaser_attendee, f"ticket {position} ({ticket_type.name})", notes)
+                attendee = attendee_input(details, purchaser_attendee, f"ticket {position} ({ticket_type.name})", notes,
+                                          region)
                 order_lines.append((ticket_type, attendee))
                 prices.append(price)
         if external.currency != event.currency:

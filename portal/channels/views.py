@@ -1,20 +1,12 @@
 """Sales channels on the Integrations page: connect a Shopify store or Wix site, map products, details, disconnect."""
-import json
-from datetime import timedelta
-
 from flask import Blueprint, abort, flash, request
 from flask_login import current_user, login_required
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from portal.channels import forms, service
-from portal.channels.models import (
-    NEEDS_ATTENTION, OUTCOMES, PLATFORM_NAMES, PLATFORMS, SHOPIFY, UNMAPPED, ChannelMapping, ChannelWebhook,
-    SalesChannel,
-)
-from portal.events.models import Event, TicketType
+from portal.channels import forms, manage, service
+from portal.channels.models import NEEDS_ATTENTION, OUTCOMES, PLATFORM_NAMES, SHOPIFY, UNMAPPED, ChannelWebhook, SalesChannel
 from portal.extensions import db
-from portal.types import utcnow
-from portal.views import render, see_other
+from portal.htmx import render, see_other
 
 bp = Blueprint("channels", __name__, url_prefix="/manage/channels")
 LOG_LIMIT = 100
@@ -29,21 +21,7 @@ def get_channel_or_404(channel_id: int) -> SalesChannel:
 
 
 def channel_cards() -> list[dict]:
-    """What the Shopify and Wix cards on the Integrations page show."""
-    cards = []
-    for platform in PLATFORMS:
-        channel = service.channel_for(current_user.id, platform)
-        card = {"platform": platform, "name": PLATFORM_NAMES[platform], "channel": channel,
-                "connected": bool(channel and channel.is_connected), "webhook_url": service.webhook_url(platform)}
-        if channel is not None:
-            card["mapped"] = db.session.scalar(select(func.count()).select_from(ChannelMapping).where(
-                ChannelMapping.channel_id == channel.id))
-            card["last"] = service.last_delivery(channel)
-            card["attention"] = db.session.scalar(select(func.count()).select_from(ChannelWebhook).where(
-                ChannelWebhook.channel_id == channel.id, ChannelWebhook.outcome.in_(NEEDS_ATTENTION),
-                ChannelWebhook.received_at >= utcnow() - timedelta(days=7)))
-        cards.append(card)
-    return cards
+    return manage.cards(current_user.id)
 
 
 @bp.app_context_processor
@@ -73,18 +51,9 @@ def connect(platform):
     if form.errors:
         return render("channels/connect.html", platform=platform, name=PLATFORM_NAMES[platform], channel=channel,
                       values=form.values, errors=form.errors, webhook_url=service.webhook_url(platform)), 422
-    first_time = channel is None or not channel.is_connected
-    if channel is None:
-        channel = SalesChannel(organizer_id=current_user.id, platform=platform)
-        db.session.add(channel)
-    if first_time:
-        channel.connect(form.account, form.secret)
-    else:
-        channel.account, channel.active_key = form.account, f"{platform}:{form.account}"
-        if form.secret:
-            channel.secret = form.secret
-    db.session.commit()
-    if first_time:
+    saved = manage.save_connection(current_user.id, platform, form)
+    channel = saved.channel
+    if saved.first_time:
         flash(f"{channel.name} connected ({channel.account}). Register the webhook URL shown on the card, then map "
               "your products to ticket types.", "success")
     else:
@@ -113,54 +82,22 @@ def details(channel_id):
                   mapped=len(channel.mappings))
 
 
-def _ticket_types() -> list[TicketType]:
-    return list(db.session.scalars(select(TicketType).join(Event).where(Event.organizer_id == current_user.id)
-                                   .order_by(Event.starts_at.desc(), Event.id, TicketType.id)))
-
-
-def _unmapped_seen(channel: SalesChannel) -> list[dict]:
-    """Store items that arrived recently without a mapping (and still have none), to help fill in the form."""
-    seen, items = set(), []
-    mappings = list(channel.mappings)
-    entries = db.session.scalars(select(ChannelWebhook.skipped).where(
-        ChannelWebhook.channel_id == channel.id, ChannelWebhook.skipped.is_not(None))
-        .order_by(ChannelWebhook.id.desc()).limit(50))
-    for skipped in entries:
-        for item in json.loads(skipped):
-            key = (item.get("product_id"), item.get("variant_id"))
-            if key not in seen and service.find_mapping(mappings, *key) is None:
-                seen.add(key)
-                items.append(item)
-    return items[:20]
-
-
 @bp.route("/<int:channel_id>/products", methods=["GET", "POST"])
 @login_required
 def products(channel_id):
     """Map the store's products or variants to the organizer's ticket types."""
     channel = get_channel_or_404(channel_id)
-    ticket_types = _ticket_types()
-    existing = {m.ticket_type_id: m for m in channel.mappings}
+    ticket_types = manage.ticket_types_of(current_user.id)
     if request.method == "POST":
         form = forms.read_mappings(channel, request.form, ticket_types)
         if not form.errors:
-            wanted = {row.ticket_type.id: row for row in form.rows}
-            for type_id, mapping in existing.items():
-                if type_id not in wanted:
-                    db.session.delete(mapping)
-            for type_id, row in wanted.items():
-                mapping = existing.get(type_id)
-                if mapping is None:
-                    mapping = ChannelMapping(channel_id=channel.id, ticket_type_id=type_id)
-                    db.session.add(mapping)
-                mapping.product_id, mapping.variant_id = row.product_id, row.variant_id
-            db.session.commit()
-            flash(f"Saved: {len(wanted)} ticket type(s) mapped to {channel.name} products.", "success")
+            saved = manage.save_mappings(channel, form.rows)
+            flash(f"Saved: {saved} ticket type(s) mapped to {channel.name} products.", "success")
             return see_other("channels.products", channel_id=channel.id)
         values, errors, status = form.values, form.errors, 422
     else:
         values = {}
-        for mapping in existing.values():
+        for mapping in channel.mappings:
             values[f"product-{mapping.ticket_type_id}"] = mapping.product_id or ""
             values[f"variant-{mapping.ticket_type_id}"] = mapping.variant_id or ""
         errors, status = {}, 200
@@ -168,7 +105,7 @@ def products(channel_id):
     for ticket_type in ticket_types:
         events.setdefault(ticket_type.event_id, (ticket_type.event, []))[1].append(ticket_type)
     return render("channels/products.html", channel=channel, events=list(events.values()), values=values,
-                  errors=errors, unmapped=_unmapped_seen(channel)), status
+                  errors=errors, unmapped=manage.unmapped_seen(channel)), status
 
 
 @bp.post("/<int:channel_id>/log/<int:entry_id>/import")

@@ -8,7 +8,7 @@ from portal.events.models import DiscountCode, Event, TicketType
 from portal.extensions import db
 from portal.orders.models import Order
 from portal.types import utcnow
-from portal.views import render, see_other
+from portal.htmx import render, see_other
 
 bp = Blueprint("events", __name__, url_prefix="/manage/events")
 
@@ -201,9 +201,6 @@ def widget(event_id):
     """Widget Customization: settings on the left, the real widget live in an iframe on the right."""
     event = get_event_or_404(event_id)
     form = WidgetForm(obj=event)
-    if request.method == "GET" and event.preview_opened_at is None:
-        event.preview_opened_at = utcnow()  # step 2 of "Verifying your installation"
-        db.session.commit()
     if request.method == "POST":
         if form.validate():
             event.accent_color = form.accent_color.data.lower()
@@ -212,6 +209,18 @@ def widget(event_id):
             db.session.commit()
         return render("events/widget.html", block="preview", event=event, form=form), 200 if not form.errors else 422
     return render("events/widget.html", event=event, form=form)
+
+
+@bp.post("/<int:event_id>/previewed")
+@login_required
+def previewed(event_id):
+    """The organizer has looked at the Event Page or the widget: step 2 of "Verifying your installation".
+    The page posts this once it has loaded, so that opening a page (a GET) changes nothing."""
+    event = get_event_or_404(event_id)
+    if event.preview_opened_at is None:
+        event.preview_opened_at = utcnow()
+        db.session.commit()
+    return "", 204
 
 
 @bp.get("/<int:event_id>/orders")

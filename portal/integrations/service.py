@@ -1,50 +1,28 @@
-"""What happens to a Klaviyo connection: connect, keep its token fresh, need reconnecting, disconnect."""
+"""The Klaviyo card as the organizer uses it: connecting through Klaviyo's consent page, the account's
+details, the figures of View Details and the "Verifying your installation" checklist.
+
+Tokens, refresh, Needs reconnect and Disconnect belong to the sync (portal.sync.connection); this module
+calls down into it and never the other way round.
+"""
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
-from flask import current_app
+from authlib.common.errors import AuthlibBaseError
+from authlib.integrations.base_client import MismatchingStateError, OAuthError
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
+from sqlalchemy import func, select
 
-from portal.crypto import decrypt, encrypt
+from portal.events.models import Event
 from portal.extensions import db
-from portal.integrations.models import (
-    CONNECTED,
-    DISCONNECTED,
-    NEEDS_RECONNECT,
-    KlaviyoConnection,
-)
 from portal.klaviyo import client
-from portal.sync import gate
-from portal.sync.models import CANCELLED, CLAIMED, HELD, PENDING, OutboxEvent
-from portal.sync.queue import enqueue_delivery, redis_connection
+from portal.orders.models import Order
+from portal.sync import connection as klaviyo, limiter, outbox
+from portal.sync.models import CANCELLED, CLAIMED, CONNECTED, FAILED, HELD, PENDING, SENT, KlaviyoConnection, OutboxEvent
 from portal.types import utcnow
 
 log = logging.getLogger("portal.klaviyo")
-
-
-def connection_for(organizer_id: int) -> KlaviyoConnection | None:
-    return db.session.scalar(select(KlaviyoConnection).where(KlaviyoConnection.organizer_id == organizer_id))
-
-
-def installation_key(connection: KlaviyoConnection) -> str:
-    """Klaviyo's rate limits are per installed app per account, so key on the account when we know it."""
-    return f"acct-{connection.account_id}" if connection.account_id else f"conn-{connection.id}"
-
-
-def account_lookup_key(organizer_id: int) -> str:
-    """Account lookups are rare and made before the account is known, so they are counted per organizer."""
-    return f"accounts-{organizer_id}"
-
-
-def _store_tokens(connection: KlaviyoConnection, token: dict) -> None:
-    connection.access_token_enc = encrypt(token["access_token"])
-    if token.get("refresh_token"):  # Klaviyo may rotate it: always keep the newest
-        connection.refresh_token_enc = encrypt(token["refresh_token"])
-    expires_in = int(token.get("expires_in") or 3600)
-    connection.expires_at = utcnow() + timedelta(seconds=expires_in)
-    if token.get("scope"):
-        connection.scope = token["scope"]
+REQUIRED_SCOPE = "events:write"
 
 
 def apply_account(connection: KlaviyoConnection, response: client.ApiResponse) -> bool:
@@ -65,13 +43,13 @@ def apply_account(connection: KlaviyoConnection, response: client.ApiResponse) -
 
 
 def connect(organizer, token: dict, account_response: client.ApiResponse | None) -> KlaviyoConnection:
-    """Record a fresh authorization: tokens (encrypted), account, and resume events held while disconnected
-    from a needs-reconnect state. The caller commits, then calls after_connect()."""
-    connection = connection_for(organizer.id)
+    """Record a fresh authorization: tokens (encrypted), account, and resume events held while the
+    connection needed reconnecting. The caller commits, then calls klaviyo.reconnected()."""
+    connection = klaviyo.connection_for(organizer.id)
     if connection is None:
         connection = KlaviyoConnection(organizer_id=organizer.id)
         db.session.add(connection)
-    _store_tokens(connection, token)
+    klaviyo.store_tokens(connection, token)
     connection.status = CONNECTED
     connection.status_reason = None
     connection.connected_by = f"{organizer.name} <{organizer.email}>"
@@ -80,134 +58,106 @@ def connect(organizer, token: dict, account_response: client.ApiResponse | None)
     if account_response is not None and account_response.accepted:
         apply_account(connection, account_response)
     db.session.flush()
-    # Events held while the connection needed reconnecting flow again, keeping their original time.
-    db.session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.organizer_id == organizer.id, OutboxEvent.status == HELD)
-        .values(status=PENDING, next_attempt_at=utcnow(), status_detail=None)
-    )
+    outbox.resume_held(organizer.id)
     return connection
 
 
-def after_connect(connection: KlaviyoConnection) -> None:
+# --- Klaviyo's consent page and its callback ------------------------------------------------------------
+
+def start_authorization(redirect_uri: str):
+    """Send the browser to Klaviyo's consent page (Connect and Reconnect)."""
+    return client.authorize_redirect(redirect_uri)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to tell the organizer after the callback: a flash category and the message."""
+
+    category: str
+    message: str
+
+
+def _failed(message: str) -> Outcome:
+    return Outcome("error", message)
+
+
+def finish_authorization(organizer) -> Outcome:
+    """Klaviyo sent the organizer back: exchange the code, check what was granted, connect and commit.
+    Any failure stores nothing and says what to do."""
     try:
-        gate.reopen(connection.id)
-    except RedisError:
-        pass
-    enqueue_delivery(connection.organizer_id)
-
-
-def _margin() -> timedelta:
-    return timedelta(seconds=current_app.config["KLAVIYO_REFRESH_MARGIN_SECONDS"])
-
-
-def access_token(connection: KlaviyoConnection) -> str:
-    """A usable access token, refreshed first when it is about to expire."""
-    if connection.expires_at is None or connection.expires_at - utcnow() < _margin():
-        return refresh(connection, stale=decrypt(connection.access_token_enc))
-    return decrypt(connection.access_token_enc)
-
-
-def refresh(connection: KlaviyoConnection, stale: str | None) -> str:
-    """Refresh the access token once, under a lock shared by all workers (Klaviyo rotates refresh tokens,
-    so two refreshes racing with the same one would make the loser look revoked).
-
-    Raises client.TokenRejected after marking the connection Needs reconnect, or KlaviyoUnavailable.
-    """
-    lock = redis_connection().lock(f"portal:refresh:{connection.id}", timeout=30, blocking_timeout=30)
-    with lock:
-        db.session.refresh(connection)
-        current = decrypt(connection.access_token_enc)
-        if connection.status != CONNECTED:
-            raise client.TokenRejected("not_connected", "The connection is no longer active.")
-        if current != stale and connection.expires_at and connection.expires_at - utcnow() > _margin():
-            return current  # another worker refreshed it meanwhile
-        try:
-            token = client.refresh_token(decrypt(connection.refresh_token_enc))
-        except client.TokenRejected as exc:
-            if exc.error in {"invalid_grant", "invalid_client", "unauthorized_client"}:
-                needs_reconnect(connection, "Klaviyo no longer accepts this connection (the app was uninstalled "
-                                            "or access was revoked in Klaviyo). Reconnect to resume sending.")
-            raise
-        _store_tokens(connection, token)
-        db.session.commit()
-        log.info("klaviyo.token_refreshed connection=%s", connection.id)
-        return token["access_token"]
-
-
-def needs_reconnect(connection: KlaviyoConnection, reason: str) -> None:
-    """Stop sending until the organizer reconnects; hold (never drop) the events waiting to go."""
-    connection.status = NEEDS_RECONNECT
-    connection.status_reason = reason
-    db.session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.organizer_id == connection.organizer_id, OutboxEvent.status.in_((PENDING, CLAIMED)))
-        .values(status=HELD, claim_token=None, claimed_until=None,
-                status_detail="held: the Klaviyo connection needs reconnecting")
-    )
-    db.session.commit()
-    log.warning("klaviyo.needs_reconnect connection=%s", connection.id)
-
-
-def disconnect(connection: KlaviyoConnection) -> bool:
-    """Stop everything for this organizer, then revoke the refresh token at Klaviyo.
-
-    Returns False when the revoke call could not reach Klaviyo; the worker then retries it later.
-    The organizer is disconnected locally either way.
-    """
-    try:
-        gate.close_and_drain(connection.id)
-    except RedisError:
-        log.warning("disconnect without the send gate: Redis unavailable connection=%s", connection.id)
-    refresh_token = decrypt(connection.refresh_token_enc)
-    connection.status = DISCONNECTED
-    connection.status_reason = None
-    connection.access_token_enc = None
-    connection.refresh_token_enc = None
-    connection.expires_at = None
-    connection.disconnected_at = utcnow()
-    connection.revoke_pending_enc = encrypt(refresh_token) if refresh_token else None
-    db.session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.organizer_id == connection.organizer_id,
-               OutboxEvent.status.in_((PENDING, CLAIMED, HELD)))
-        .values(status=CANCELLED, status_detail="cancelled: disconnected", claim_token=None, claimed_until=None)
-    )
-    db.session.commit()
-    return retry_revoke(connection)
-
-
-def retry_revoke(connection: KlaviyoConnection) -> bool:
-    """Revoke a refresh token left over from a Disconnect. True when nothing is left to revoke."""
-    token = decrypt(connection.revoke_pending_enc)
-    if not token:
-        return True
-    try:
-        client.revoke(token)
+        token = client.exchange_code()
+    except MismatchingStateError:
+        return _failed("This Klaviyo sign-in was not started from this page, or it expired. "
+                       "Click Connect to start again.")
+    except OAuthError as exc:
+        return _failed(_oauth_error_text(exc))
     except client.KlaviyoUnavailable:
-        log.warning("klaviyo.revoke_failed connection=%s; will retry", connection.id)
-        return False
-    connection.revoke_pending_enc = None
+        return _failed("Klaviyo could not be reached to finish connecting. Nothing was saved; try again in a minute.")
+    except AuthlibBaseError:  # e.g. a callback with a valid state but no code
+        return _failed("Klaviyo could not complete the connection: its answer had no sign-in code. "
+                       "Click Connect to try again.")
+
+    if REQUIRED_SCOPE not in set((token.get("scope") or "").split()):
+        _revoke_quietly(token)
+        return _failed("Klaviyo did not grant permission to send events (events:write), so nothing was connected. "
+                       "Click Connect and allow all requested permissions.")
+    account = _fetch_account(organizer.id, token["access_token"])
+    connection = connect(organizer, token, account)
     db.session.commit()
-    log.info("klaviyo.revoked connection=%s", connection.id)
-    return True
+    klaviyo.reconnected(connection)
+    if account is None or not account.accepted:
+        return Outcome("warning", "Connected to Klaviyo. The account details could not be loaded yet; "
+                                  "use Refresh in View Details.")
+    return Outcome("success", f"Connected to Klaviyo account {connection.organization_name}.")
+
+
+def _oauth_error_text(exc: OAuthError) -> str:
+    if exc.error == "access_denied":
+        return "You cancelled in Klaviyo, so nothing was connected. Click Connect whenever you are ready."
+    if exc.error == "invalid_grant":
+        return ("Klaviyo did not accept the sign-in code: it was already used or has expired. "
+                "Click Connect to try again.")
+    if exc.error == "invalid_client":
+        return ("Klaviyo did not recognise this portal's app credentials. An administrator should check "
+                "KLAVIYO_CLIENT_ID and KLAVIYO_CLIENT_SECRET.")
+    detail = f" ({exc.description})" if exc.description else ""
+    return f"Klaviyo could not complete the connection: {exc.error or 'error'}{detail}. Click Connect to try again."
+
+
+def _fetch_account(organizer_id: int, access_token: str) -> client.ApiResponse | None:
+    """The account lookup right after connecting, within Klaviyo's 1/s, 15/min limit for it."""
+    try:
+        if limiter.acquire(klaviyo.account_lookup_key(organizer_id), "accounts", max_wait=1.5):
+            return None
+    except RedisError:  # without Redis, look it up anyway: it is one call
+        pass
+    try:
+        return client.get_accounts(access_token)
+    except client.KlaviyoUnavailable:
+        return None
+
+
+def _revoke_quietly(token: dict) -> None:
+    if token.get("refresh_token"):
+        try:
+            client.revoke(token["refresh_token"])
+        except client.KlaviyoUnavailable:
+            log.warning("could not revoke a token Klaviyo granted without events:write")
 
 
 def refresh_account(connection: KlaviyoConnection) -> str | None:
     """Fetch the account again (for View Details). Returns an error message, or None on success."""
-    from portal.sync import limiter
-
     try:
-        wait = limiter.try_acquire(account_lookup_key(connection.organizer_id), "accounts")
+        wait = limiter.try_acquire(klaviyo.account_lookup_key(connection.organizer_id), "accounts")
     except RedisError:
         wait = 0
     if wait:
         return f"Klaviyo allows one account lookup per second and 15 a minute. Try again in {max(int(wait), 1)} s."
     try:
-        token = access_token(connection)
+        token = klaviyo.access_token(connection)
         response = client.get_accounts(token)
         if response.status == 401:
-            response = client.get_accounts(refresh(connection, stale=token))
+            response = client.get_accounts(klaviyo.refresh(connection, stale=token))
     except client.TokenRejected:
         return "Klaviyo no longer accepts this connection. Reconnect to resume."
     except client.KlaviyoUnavailable:
@@ -218,3 +168,57 @@ def refresh_account(connection: KlaviyoConnection) -> str | None:
         return f"Klaviyo answered the account lookup with: {response.error_text()}"
     db.session.commit()
     return None
+
+
+# --- what View Details and the checklist show -----------------------------------------------------------
+
+def queue_stats(organizer_id: int) -> dict:
+    """Counts by status, the age of the oldest pending event, and the last error, for View Details."""
+    counts = dict(db.session.execute(
+        select(OutboxEvent.status, func.count()).where(OutboxEvent.organizer_id == organizer_id)
+        .group_by(OutboxEvent.status)
+    ).all())
+    oldest = db.session.scalar(select(func.min(OutboxEvent.created_at)).where(
+        OutboxEvent.organizer_id == organizer_id, OutboxEvent.status.in_((PENDING, CLAIMED))))
+    last_error = db.session.execute(
+        select(OutboxEvent.last_error, OutboxEvent.metric, OutboxEvent.unique_id, OutboxEvent.order_id)
+        .where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.last_error.is_not(None))
+        .order_by(OutboxEvent.id.desc()).limit(1)
+    ).first()
+    recent = db.session.scalar(select(func.count()).select_from(OutboxEvent).where(
+        OutboxEvent.organizer_id == organizer_id, OutboxEvent.status == SENT,
+        OutboxEvent.sent_at >= utcnow() - timedelta(seconds=60)))
+    return {
+        "sent": counts.get(SENT, 0),
+        "pending": counts.get(PENDING, 0) + counts.get(CLAIMED, 0),
+        "held": counts.get(HELD, 0),
+        "failed": counts.get(FAILED, 0),
+        "cancelled": counts.get(CANCELLED, 0),
+        "oldest_pending_seconds": int((utcnow() - oldest).total_seconds()) if oldest else None,
+        "last_error": last_error,
+        "per_second": round((recent or 0) / 60, 1),
+    }
+
+
+@dataclass(frozen=True)
+class Checklist:
+    """The four steps of "Verifying your installation", each from real data."""
+
+    live_event: bool
+    previewed: bool
+    test_order_id: int | None
+    test_order_sent: bool
+
+
+def checklist(organizer_id: int) -> Checklist:
+    live = db.session.scalar(select(func.count()).select_from(Event).where(
+        Event.organizer_id == organizer_id, Event.status == "live"))
+    previewed = db.session.scalar(select(func.count()).select_from(Event).where(
+        Event.organizer_id == organizer_id, Event.preview_opened_at.is_not(None)))
+    test_order = db.session.scalar(select(Order.id).where(Order.organizer_id == organizer_id, Order.is_test.is_(True))
+                                   .order_by(Order.id.desc()).limit(1))
+    sent = False
+    if test_order is not None:
+        statuses = list(db.session.scalars(select(OutboxEvent.status).where(OutboxEvent.order_id == test_order)))
+        sent = bool(statuses) and all(status == SENT for status in statuses)
+    return Checklist(bool(live), bool(previewed), test_order, sent)

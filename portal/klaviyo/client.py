@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 import requests
+from requests.structures import CaseInsensitiveDict
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.flask_client import OAuth
 from authlib.integrations.requests_client import OAuth2Session
@@ -34,10 +35,13 @@ class TokenRejected(Exception):
 @dataclass
 class ApiResponse:
     status: int
-    headers: dict
+    headers: CaseInsensitiveDict  # HTTP header names are case-insensitive: Retry-After is retry-after
     body: dict | None
     latency_ms: int
     errors: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.headers = CaseInsensitiveDict(self.headers)
 
     @property
     def accepted(self) -> bool:
@@ -183,7 +187,7 @@ def _api(method: str, path: str, access_token: str, body: dict | None = None) ->
         except ValueError:
             parsed = None
     errors = parsed.get("errors", []) if isinstance(parsed, dict) else []
-    return ApiResponse(response.status_code, dict(response.headers), parsed, latency, errors)
+    return ApiResponse(response.status_code, response.headers, parsed, latency, errors)
 
 
 def get_accounts(access_token: str) -> ApiResponse:

@@ -4,11 +4,13 @@ Nothing here touches the database or the network: an order comes in as plain dat
 Klaviyo's Create Event endpoint come out. Metric and property names are exact, because organizers'
 Klaviyo flows and segments are built on them.
 """
-from dataclasses import dataclass, field
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal
 
-import phonenumbers
+from portal.contact import e164, normalize_email
 
 PLACED_ORDER = "Placed Order"
 ORDERED_EXPERIENCE = "Ordered Experience"
@@ -90,30 +92,14 @@ def number(amount: Decimal) -> float | int:
     return int(amount) if amount == amount.to_integral_value() else float(amount)
 
 
-def normalize_email(email: str | None) -> str:
-    return (email or "").strip().lower()
-
-
-def e164(phone: str | None, region: str = "US") -> str | None:
-    """The phone number in E.164, or None when it cannot be read as a valid number."""
-    if not phone or not phone.strip():
-        return None
-    try:
-        parsed = phonenumbers.parse(phone.strip(), region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(parsed):
-        return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-
-
-def attendee_reasons(order: OrderData) -> list[tuple[int, str]]:
-    """Decide, ticket by ticket, which attendees get a Registered Attendee event and why."""
-    purchaser = normalize_email(order.purchaser.email)
+def registration_reasons(purchaser_email: str | None, attendee_emails: Iterable[str | None]) -> list[str]:
+    """The one rule for Registered Attendee: for each ticket's attendee e-mail, in ticket order, whether it
+    gets one (REGISTERED) or why not. One per unique e-mail in the order, never the purchaser's own."""
+    purchaser = normalize_email(purchaser_email)
     seen: set[str] = set()
     reasons = []
-    for line in order.tickets:
-        email = normalize_email(line.attendee.email)
+    for raw in attendee_emails:
+        email = normalize_email(raw)
         if not email:
             reason = NO_EMAIL
         elif email == purchaser:
@@ -123,8 +109,14 @@ def attendee_reasons(order: OrderData) -> list[tuple[int, str]]:
         else:
             reason = REGISTERED
             seen.add(email)
-        reasons.append((line.attendee_id, reason))
+        reasons.append(reason)
     return reasons
+
+
+def attendee_reasons(order: OrderData) -> list[tuple[int, str]]:
+    """Decide, ticket by ticket, which attendees get a Registered Attendee event and why."""
+    reasons = registration_reasons(order.purchaser.email, (line.attendee.email for line in order.tickets))
+    return [(line.attendee_id, reason) for line, reason in zip(order.tickets, reasons)]
 
 
 def build_order_events(order: OrderData) -> BuildResult:
@@ -239,6 +231,14 @@ def _registered_attendee(order: OrderData, line: TicketLine, phone: str | None) 
     }
     return _event(REGISTERED_ATTENDEE, f"attendee_{line.attendee_id}", line.attendee, phone, properties,
                   order.placed_at)
+
+
+def as_past_event(event: OutgoingEvent) -> OutgoingEvent:
+    """The same event marked backfill: true, so Klaviyo records it without firing flows. A new body: the
+    event given is left as it was."""
+    body = copy.deepcopy(event.body)
+    body["data"]["attributes"]["backfill"] = True
+    return replace(event, body=body)
 
 
 def bulk_body(events: list[dict], backfill: bool = False) -> dict:

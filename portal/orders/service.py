@@ -3,13 +3,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
+from flask import current_app
 from sqlalchemy import func, select, update
 
 from portal.events.models import DiscountCode, Event, TicketType
 from portal.extensions import db
-from portal.integrations.service import connection_for
 from portal.klaviyo.payloads import OrderData, Person, TicketLine, build_order_events
 from portal.orders.models import Attendee, Order, Ticket
+from portal.sync.connection import connection_for
 from portal.sync.outbox import add_rows
 from portal.sync.queue import enqueue_delivery
 from portal.types import utcnow
@@ -162,6 +163,7 @@ def snapshot(order: Order) -> OrderData:
                        attendee=Person(t.attendee.first_name, t.attendee.last_name, t.attendee.email, t.attendee.phone))
             for t in order.tickets
         ),
+        phone_region=current_app.config["DEFAULT_PHONE_REGION"],
     )
 
 

@@ -7,10 +7,10 @@ from portal.extensions import db
 from portal.klaviyo.payloads import REASON_TEXT, attendee_reasons
 from portal.orders.models import Order
 from portal.orders.service import snapshot
-from portal.sync.jobs import retry
-from portal.sync.models import FAILED, OutboxEvent
+from portal.htmx import render, see_other
+from portal.sync import outbox
+from portal.sync.models import OutboxEvent
 from portal.sync.queue import enqueue_delivery
-from portal.views import render, see_other
 
 bp = Blueprint("orders", __name__, url_prefix="/manage/orders")
 
@@ -39,8 +39,7 @@ def retry_event(order_id, outbox_id):
     row = db.session.get(OutboxEvent, outbox_id)
     if row is None or row.order_id != order.id:
         abort(404)
-    if row.status == FAILED:
-        retry(row)
+    if outbox.retry(row):
         db.session.commit()
         enqueue_delivery(order.organizer_id)
         flash(f"{row.metric} will be sent again.", "success")

@@ -1,19 +1,14 @@
 """Reading and checking a checkout form. Every problem is reported next to its field, nothing is lost."""
-import re
-import unicodedata
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from email_validator import EmailNotValidError, validate_email
+from flask import current_app
 
+from portal.contact import check_email, check_name, check_phone
 from portal.events.models import Event, TicketType
-from portal.klaviyo.payloads import e164
-from portal.orders.service import AttendeeInput, OrderInput, find_discount
+from portal.orders.service import AttendeeInput, OrderInput, discounted, find_discount
 
 MAX_PER_ORDER = 20
-NAME_MAX = 100
-EMAIL_MAX = 99  # Klaviyo rejects e-mail addresses of 100 characters or more
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass
@@ -29,8 +24,6 @@ class Checkout:
 
     def summary(self, event: Event) -> dict | None:
         """Subtotal, discount, fees and total of the tickets chosen so far, for the checkout form."""
-        from portal.orders.service import discounted
-
         lines = [(t, self.quantities.get(t.id, 0)) for t in event.ticket_types if self.quantities.get(t.id, 0) > 0]
         if not lines or self.ticket_count > MAX_PER_ORDER:
             return None
@@ -44,44 +37,11 @@ def _text(form, name: str) -> str:
     return (form.get(name) or "").strip()
 
 
-def _check_name(value: str, label: str, required: bool = True) -> str | None:
-    if not value:
-        return f"Enter {label}." if required else None
-    if len(value) > NAME_MAX:
-        return f"Use at most {NAME_MAX} characters."
-    if _CONTROL.search(value) or any(unicodedata.category(ch) == "Cs" for ch in value):
-        return "Remove the invisible control characters."
-    return None
-
-
-def _check_email(value: str, required: bool) -> tuple[str | None, str | None]:
-    """Returns (normalized e-mail, error)."""
-    if not value:
-        return None, "Enter an e-mail address." if required else None
-    if len(value) > EMAIL_MAX:
-        return None, f"Use an e-mail address of at most {EMAIL_MAX} characters."
-    try:
-        checked = validate_email(value, check_deliverability=False)
-    except EmailNotValidError:
-        return None, "Enter a valid e-mail address, like name@example.com."
-    return checked.normalized, None
-
-
-def _check_phone(value: str) -> tuple[str | None, str | None]:
-    if not value:
-        return None, None
-    if len(value) > 30:
-        return None, "That phone number is too long."
-    normalized = e164(value)
-    if normalized is None:
-        return None, "Enter a valid phone number, with the country code for numbers outside the US (e.g. +44 20 7946 0958)."
-    return normalized, None
-
-
 def read_checkout(event: Event, form, source: str, is_test: bool) -> Checkout:
     """Parse the posted form against this event's ticket types and check every field."""
     values = {key: form.get(key, "") for key in form.keys()}
     checkout = Checkout(values=values)
+    region = current_app.config["DEFAULT_PHONE_REGION"]
     errors = checkout.errors
     by_id = {t.id: t for t in event.ticket_types}
 
@@ -109,12 +69,12 @@ def read_checkout(event: Event, form, source: str, is_test: bool) -> Checkout:
 
     first, last = _text(form, "first_name"), _text(form, "last_name")
     for name, value, label in (("first_name", first, "your first name"), ("last_name", last, "your last name")):
-        if problem := _check_name(value, label):
+        if problem := check_name(value, label):
             errors[name] = problem
-    email, problem = _check_email(_text(form, "email"), required=True)
+    email, problem = check_email(_text(form, "email"), required=True)
     if problem:
         errors["email"] = problem
-    phone, problem = _check_phone(_text(form, "phone"))
+    phone, problem = check_phone(_text(form, "phone"), region)
     if problem:
         errors["phone"] = problem
 
@@ -129,7 +89,7 @@ def read_checkout(event: Event, form, source: str, is_test: bool) -> Checkout:
     if checkout.ticket_count <= MAX_PER_ORDER:
         for ticket_type in event.ticket_types:
             for _ in range(checkout.quantities.get(ticket_type.id, 0)):
-                lines.append((ticket_type, _read_attendee(form, position, first, last, email, phone, errors)))
+                lines.append((ticket_type, _read_attendee(form, position, (first, last, email, phone), region, errors)))
                 position += 1
 
     if not errors:
@@ -138,19 +98,19 @@ def read_checkout(event: Event, form, source: str, is_test: bool) -> Checkout:
     return checkout
 
 
-def _read_attendee(form, i, first, last, email, phone, errors) -> AttendeeInput:
+def _read_attendee(form, i, purchaser: tuple, region: str, errors) -> AttendeeInput:
     prefix = f"attendee-{i}-"
     if form.get(prefix + "same"):
-        return AttendeeInput(first, last, email, phone)
+        return AttendeeInput(*purchaser)
     a_first, a_last = _text(form, prefix + "first_name"), _text(form, prefix + "last_name")
     for name, value, label in ((prefix + "first_name", a_first, "the attendee's first name"),
                                (prefix + "last_name", a_last, "the attendee's last name")):
-        if problem := _check_name(value, label):
+        if problem := check_name(value, label):
             errors[name] = problem
-    a_email, problem = _check_email(_text(form, prefix + "email"), required=False)
+    a_email, problem = check_email(_text(form, prefix + "email"), required=False)
     if problem:
         errors[prefix + "email"] = problem
-    a_phone, problem = _check_phone(_text(form, prefix + "phone"))
+    a_phone, problem = check_phone(_text(form, prefix + "phone"), region)
     if problem:
         errors[prefix + "phone"] = problem
     return AttendeeInput(a_first, a_last, a_email, a_phone)

@@ -6,13 +6,12 @@ from sqlalchemy import select
 
 from portal.events.models import Event
 from portal.extensions import csrf, db
-from portal.integrations.service import connection_for
 from portal.orders.models import Order
 from portal.orders.service import SoldOut, place_order
 from portal.storefront.checkout import MAX_PER_ORDER, Checkout, read_checkout
+from portal.sync.connection import connection_for
 from portal.sync.models import OutboxEvent
-from portal.types import utcnow
-from portal.views import render, see_other
+from portal.htmx import render, see_other
 
 bp = Blueprint("storefront", __name__)
 
@@ -63,9 +62,6 @@ def _show(event, layout, preview, checkout: Checkout | None = None, status=200, 
 @bp.get("/e/<public_id>")
 def event_page(public_id):
     event, preview = _event_for_sale(public_id)
-    if preview and event.preview_opened_at is None:
-        event.preview_opened_at = utcnow()
-        db.session.commit()
     return _show(event, "page", preview)
 
 

@@ -4,21 +4,21 @@ Past events go out with backfill: true, so Klaviyo records them without firing f
 mails for last year's orders). Every event keeps its deterministic unique_id, so nothing Klaviyo
 already has is sent again, and a run that is stopped and resumed picks up where it left off.
 """
-import json
 import math
 from dataclasses import dataclass
+from itertools import groupby
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from portal.extensions import db
-from portal.integrations.service import connection_for
-from portal.klaviyo.payloads import build_order_events
+from portal.klaviyo.payloads import REGISTERED, as_past_event, build_order_events, registration_reasons
 from portal.orders.models import Attendee, Order, Ticket
 from portal.orders.service import snapshot
+from portal.sync import outbox
+from portal.sync.connection import connection_for
 from portal.sync.limiter import KLAVIYO_LIMITS
-from portal.sync.models import CANCELLED, PENDING, SENT, BackfillRun, OutboxEvent
-from portal.sync.outbox import add_rows
+from portal.sync.models import CANCELLED, SENT, BackfillRun, OutboxEvent
 from portal.sync.queue import enqueue_delivery, queue
 from portal.types import utcnow
 
@@ -54,17 +54,15 @@ def plan(organizer_id: int) -> Plan:
     orders = db.session.scalar(select(func.count()).select_from(Order).where(Order.organizer_id == organizer_id))
     tickets = db.session.scalar(select(func.count()).select_from(Ticket).join(Order)
                                 .where(Order.organizer_id == organizer_id))
-    attendee_events = 0
     rows = db.session.execute(
         select(Order.id, Order.email, Attendee.email).join(Ticket, Ticket.order_id == Order.id)
         .join(Attendee, Attendee.ticket_id == Ticket.id).where(Order.organizer_id == organizer_id)
         .order_by(Order.id, Ticket.position))
-    seen: dict[int, set] = {}
-    for order_id, purchaser, email in rows:
-        email = (email or "").strip().lower()
-        if email and email != (purchaser or "").strip().lower() and email not in seen.setdefault(order_id, set()):
-            seen[order_id].add(email)
-            attendee_events += 1
+    attendee_events = 0
+    for _, order_rows in groupby(rows, key=lambda row: row[0]):
+        order_rows = list(order_rows)
+        reasons = registration_reasons(order_rows[0][1], [email for _, _, email in order_rows])
+        attendee_events += reasons.count(REGISTERED)
     events = orders + tickets + attendee_events
     already = db.session.scalar(select(func.count()).select_from(OutboxEvent).where(
         OutboxEvent.organizer_id == organizer_id, OutboxEvent.status == SENT, OutboxEvent.order_id.is_not(None)))
@@ -94,9 +92,7 @@ def resume(run: BackfillRun) -> None:
     """Carry on from the cursor; events this run had queued and cancel() stopped go back in the queue."""
     run.status = RUNNING
     run.finished_at = None
-    db.session.execute(
-        update(OutboxEvent).where(OutboxEvent.backfill_run_id == run.id, OutboxEvent.status == CANCELLED)
-        .values(status=PENDING, status_detail=None, next_attempt_at=utcnow()))
+    outbox.resume_run(run.id)
     db.session.commit()
     _enqueue(run)
     enqueue_delivery(run.organizer_id)
@@ -105,14 +101,13 @@ def resume(run: BackfillRun) -> None:
 def cancel(run: BackfillRun) -> None:
     """Stop queuing, and take this run's not-yet-sent events out of the queue (resume puts them back)."""
     run.status = STOPPED
-    db.session.execute(
-        update(OutboxEvent).where(OutboxEvent.backfill_run_id == run.id, OutboxEvent.status == PENDING)
-        .values(status=CANCELLED, status_detail="cancelled: backfill stopped"))
+    outbox.cancel_run(run.id, "cancelled: backfill stopped")
     db.session.commit()
 
 
 def _enqueue(run: BackfillRun) -> None:
-    queue().enqueue(run_backfill, run.id, result_ttl=0, failure_ttl=24 * 3600, job_timeout=3600)
+    queue().enqueue("portal.sync.backfill.run_backfill", run.id, result_ttl=0, failure_ttl=24 * 3600,
+                    job_timeout=3600)
 
 
 def run_backfill(run_id: int) -> None:
@@ -159,22 +154,14 @@ def _queue_chunk(run: BackfillRun, connection, orders: list[Order]) -> None:
         for event in events:
             status = existing.get(event.unique_id)
             if status is None:
-                event.body["data"]["attributes"]["backfill"] = True
-                fresh.append(event)
+                fresh.append(as_past_event(event))
             elif status == CANCELLED:
                 # Cancelled by a disconnect, so never sent: send it now, as a past event.
-                body = dict(event.body)
-                body["data"]["attributes"]["backfill"] = True
-                db.session.execute(
-                    update(OutboxEvent).where(OutboxEvent.organizer_id == run.organizer_id,
-                                              OutboxEvent.unique_id == event.unique_id)
-                    .values(status=PENDING, backfill=True, backfill_run_id=run.id, next_attempt_at=utcnow(),
-                            payload=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-                            status_detail=None, give_up_at=None))
+                outbox.requeue_as_past(run.organizer_id, as_past_event(event), run.id)
                 run.events_queued += 1
             else:
                 run.events_skipped += 1
-        for row in add_rows(run.organizer_id, order_id, fresh, connection, backfill=True):
+        for row in outbox.add_rows(run.organizer_id, order_id, fresh, connection, backfill=True):
             row.backfill_run_id = run.id
         run.events_queued += len(fresh)
 

@@ -1,16 +1,47 @@
-"""Writing outbox rows (in the order's transaction) and claiming them (atomically, in the worker)."""
+"""The outbox's states: every status change of an outbox row, and its delivery-attempt bookkeeping.
+
+    pending --claim--> claimed --record--> sent | pending (retry later) | failed
+    pending/claimed --hold--> held --resume--> pending          (Needs reconnect, then Reconnect)
+    pending/claimed/held --cancel--> cancelled                 (Disconnect, a stopped backfill)
+    failed --retry--> pending                                  (a person asked to try again)
+
+Rows are written in the order's own transaction; everything else here is the worker's or a person's
+action, each one a single guarded UPDATE, so two workers or a worker and a Disconnect never both win.
+"""
 import json
+import logging
+import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from flask import current_app
+from sqlalchemy import insert, select, update
 
 from portal.extensions import db
-from portal.integrations.models import CONNECTED, NEEDS_RECONNECT, KlaviyoConnection
+from portal.klaviyo.client import ApiResponse
 from portal.klaviyo.payloads import OutgoingEvent
-from portal.sync.models import CLAIMED, HELD, PENDING, OutboxEvent
+from portal.sync.models import (
+    CANCELLED,
+    CLAIMED,
+    CONNECTED,
+    FAILED,
+    HELD,
+    NEEDS_RECONNECT,
+    PENDING,
+    SENT,
+    DeliveryAttempt,
+    KlaviyoConnection,
+    OutboxEvent,
+)
 from portal.types import utcnow
+
+log = logging.getLogger("portal.sync")
+_QUIET = {"synchronize_session": False}
+
+
+def _payload(body: dict) -> str:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
 def add_rows(organizer_id: int, order_id: int | None, events: list[OutgoingEvent],
@@ -26,7 +57,7 @@ def add_rows(organizer_id: int, order_id: int | None, events: list[OutgoingEvent
     rows = [
         OutboxEvent(
             organizer_id=organizer_id, order_id=order_id, metric=event.metric, unique_id=event.unique_id,
-            profile_key=event.profile_key, payload=json.dumps(event.body, separators=(",", ":"), ensure_ascii=False),
+            profile_key=event.profile_key, payload=_payload(event.body),
             status=status, backfill=backfill, next_attempt_at=utcnow(),
         )
         for event in events
@@ -34,6 +65,8 @@ def add_rows(organizer_id: int, order_id: int | None, events: list[OutgoingEvent
     db.session.add_all(rows)
     return rows
 
+
+# --- the worker's claim -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Claimed:
@@ -77,7 +110,7 @@ def claim(organizer_id: int, limit: int, lease_seconds: int) -> list[Claimed]:
         update(OutboxEvent)
         .where(target, OutboxEvent.status == PENDING)
         .values(status=CLAIMED, claim_token=token, claimed_until=now + timedelta(seconds=lease_seconds)),
-        execution_options={"synchronize_session": False},
+        execution_options=_QUIET,
     )
     db.session.commit()
     columns = [getattr(OutboxEvent, name) for name in Claimed.__dataclass_fields__]
@@ -85,12 +118,13 @@ def claim(organizer_id: int, limit: int, lease_seconds: int) -> list[Claimed]:
     return [Claimed(*row) for row in rows]
 
 
-def release(rows: list[Claimed], not_before, detail: str | None = None) -> None:
-    """Give claimed rows back, untouched, to be tried again after `not_before` (e.g. a rate-limit wait).
+def release(rows: list[Claimed], wait_seconds: float = 1.0, detail: str | None = None) -> None:
+    """Give claimed rows back, untouched, to be tried again in `wait_seconds` (e.g. a rate-limit wait).
     Only rows still claimed by us: a Disconnect may have cancelled them meanwhile."""
     if not rows:
         return
-    values = {"status": PENDING, "claim_token": None, "claimed_until": None, "next_attempt_at": not_before}
+    values = {"status": PENDING, "claim_token": None, "claimed_until": None,
+              "next_attempt_at": utcnow() + timedelta(seconds=wait_seconds)}
     if detail:
         values["status_detail"] = detail
     db.session.execute(
@@ -98,7 +132,7 @@ def release(rows: list[Claimed], not_before, detail: str | None = None) -> None:
         .where(OutboxEvent.id.in_([row.id for row in rows]), OutboxEvent.status == CLAIMED,
                OutboxEvent.claim_token.in_({row.claim_token for row in rows}))
         .values(**values),
-        execution_options={"synchronize_session": False},
+        execution_options=_QUIET,
     )
     db.session.commit()
 
@@ -116,7 +150,7 @@ def reclaim_expired() -> list[int]:
             .where(OutboxEvent.id.in_([row.id for row in stale]), OutboxEvent.status == CLAIMED,
                    OutboxEvent.claimed_until < now)
             .values(status=PENDING, claim_token=None, claimed_until=None, next_attempt_at=now),
-            execution_options={"synchronize_session": False},
+            execution_options=_QUIET,
         )
         db.session.commit()
     return sorted({row.organizer_id for row in stale})
@@ -127,3 +161,158 @@ def organizers_with_due_rows() -> list[int]:
         select(OutboxEvent.organizer_id).where(OutboxEvent.status == PENDING,
                                                OutboxEvent.next_attempt_at <= utcnow()).distinct()
     ))
+
+
+# --- what Klaviyo answered ------------------------------------------------------------------------------
+
+def _backoff(attempts: int) -> float:
+    base = current_app.config.get("RETRY_BASE_SECONDS", 2)
+    return min(base * 2 ** max(attempts - 1, 0), 6 * 3600) * random.uniform(0.75, 1.25)
+
+
+def record(rows: list[Claimed], response: ApiResponse, via: str) -> None:
+    """Write down what happened to each row, and decide whether and when it is tried again."""
+    now = utcnow()
+    status = response.status
+    if response.accepted and len(rows) > 1:
+        _record_accepted(rows, response, via, now)
+        return
+    for row in rows:
+        attempts = row.attempts + 1
+        values = {"attempts": attempts, "last_http_status": status or None, "claim_token": None, "claimed_until": None}
+        if response.accepted:
+            outcome = "accepted"
+            values.update(status=SENT, sent_at=now, status_detail=None, last_error=None, last_error_pointer=None)
+        elif status == 429:
+            outcome = "retry"
+            wait = (response.retry_after or 1) + random.uniform(0.1, 1.0)
+            values.update(status=PENDING, next_attempt_at=now + timedelta(seconds=wait),
+                          last_error=f"Rate limited by Klaviyo; retrying after {response.retry_after or 1} s.",
+                          status_detail="rate limited")
+        elif status == 0 or status >= 500 or status == 408:
+            give_up_at = row.give_up_at or (now + timedelta(seconds=current_app.config["OUTBOX_RETRY_HORIZON_SECONDS"]))
+            values["give_up_at"] = give_up_at
+            values["last_error"] = response.error_text()
+            if now >= give_up_at:
+                outcome = "failed"
+                values.update(status=FAILED, status_detail="failed: Klaviyo kept failing for 3 days")
+            else:
+                outcome = "retry"
+                values.update(status=PENDING, next_attempt_at=now + timedelta(seconds=_backoff(attempts)),
+                              status_detail="retrying")
+        else:
+            outcome = "failed"
+            values.update(status=FAILED, last_error=response.error_text(), last_error_pointer=response.error_pointer(),
+                          status_detail="failed: Klaviyo rejected this event")
+        # Klaviyo's acceptance is the truth even if a Disconnect cancelled the row while it was in flight;
+        # any other outcome only counts while the row is still ours.
+        guard = OutboxEvent.id == row.id if response.accepted else OutboxEvent.claim_token == row.claim_token
+        db.session.execute(update(OutboxEvent).where(OutboxEvent.id == row.id, guard).values(**values),
+                           execution_options=_QUIET)
+        db.session.add(DeliveryAttempt(outbox_id=row.id, attempted_at=now, outcome=outcome, http_status=status or None,
+                                       detail=None if response.accepted else response.error_text()[:2000],
+                                       latency_ms=response.latency_ms, via=via))
+        log.info(json.dumps({"msg": "klaviyo.send", "organizer": row.organizer_id, "metric": row.metric,
+                             "unique_id": row.unique_id, "status": status, "outcome": outcome,
+                             "latency_ms": response.latency_ms, "via": via}))
+    db.session.commit()
+    if response.accepted:
+        _mark_success(rows[0].organizer_id, now)
+
+
+def _record_accepted(rows: list[Claimed], response: ApiResponse, via: str, now) -> None:
+    """A whole request accepted: one UPDATE for its rows and one multi-row INSERT of attempts."""
+    db.session.execute(
+        update(OutboxEvent).where(OutboxEvent.id.in_([row.id for row in rows]))
+        .values(attempts=OutboxEvent.attempts + 1, last_http_status=response.status, claim_token=None,
+                claimed_until=None, status=SENT, sent_at=now, status_detail=None, last_error=None,
+                last_error_pointer=None),
+        execution_options=_QUIET)
+    db.session.execute(insert(DeliveryAttempt), [
+        {"outbox_id": row.id, "attempted_at": now, "outcome": "accepted", "http_status": response.status,
+         "detail": None, "latency_ms": response.latency_ms, "via": via} for row in rows])
+    db.session.commit()
+    _mark_success(rows[0].organizer_id, now)
+    # One line per request (a bulk request is one send): its metrics, and its first and last unique_id.
+    metrics: dict[str, int] = {}
+    for row in rows:
+        metrics[row.metric] = metrics.get(row.metric, 0) + 1
+    log.info(json.dumps({"msg": "klaviyo.send", "organizer": rows[0].organizer_id, "metrics": metrics,
+                         "events": len(rows), "first_unique_id": rows[0].unique_id,
+                         "last_unique_id": rows[-1].unique_id, "status": response.status, "outcome": "accepted",
+                         "latency_ms": response.latency_ms, "via": via}))
+
+
+def _mark_success(organizer_id: int, now) -> None:
+    # A transaction of its own: holding the connection row while updating outbox rows would take the
+    # locks in the opposite order to Disconnect, and PostgreSQL would find a deadlock.
+    db.session.execute(update(KlaviyoConnection).where(KlaviyoConnection.organizer_id == organizer_id)
+                       .values(last_success_at=now))
+    db.session.commit()
+
+
+# --- a connection's turns: Needs reconnect, Reconnect, Disconnect ---------------------------------------
+
+def hold_all(organizer_id: int, detail: str) -> None:
+    """Hold (never drop) everything waiting to go, until the organizer reconnects. The caller commits."""
+    db.session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.status.in_((PENDING, CLAIMED)))
+        .values(status=HELD, claim_token=None, claimed_until=None, status_detail=detail)
+    )
+
+
+def resume_held(organizer_id: int) -> None:
+    """Events held while the connection needed reconnecting flow again, keeping their original time.
+    The caller commits."""
+    db.session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.status == HELD)
+        .values(status=PENDING, next_attempt_at=utcnow(), status_detail=None)
+    )
+
+
+def cancel_all(organizer_id: int, detail: str) -> None:
+    """Nothing more goes out for this organizer: waiting, claimed and held rows are cancelled. The caller commits."""
+    db.session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.status.in_((PENDING, CLAIMED, HELD)))
+        .values(status=CANCELLED, status_detail=detail, claim_token=None, claimed_until=None)
+    )
+
+
+# --- a person's Retry, and history backfill runs ---------------------------------------------------------
+
+def retry(row: OutboxEvent) -> bool:
+    """A person asked to try a failed event again: it gets a fresh 3-day retry window. The caller commits.
+    False when the row is not failed (nothing to retry)."""
+    if row.status != FAILED:
+        return False
+    row.status, row.status_detail = PENDING, "retry requested"
+    row.next_attempt_at = utcnow()
+    row.give_up_at = None
+    return True
+
+
+def cancel_run(run_id: int, detail: str) -> None:
+    """A stopped backfill: its not-yet-sent rows leave the queue (resume_run puts them back). The caller commits."""
+    db.session.execute(
+        update(OutboxEvent).where(OutboxEvent.backfill_run_id == run_id, OutboxEvent.status == PENDING)
+        .values(status=CANCELLED, status_detail=detail))
+
+
+def resume_run(run_id: int) -> None:
+    """A resumed backfill: the rows cancel_run took out go back in the queue. The caller commits."""
+    db.session.execute(
+        update(OutboxEvent).where(OutboxEvent.backfill_run_id == run_id, OutboxEvent.status == CANCELLED)
+        .values(status=PENDING, status_detail=None, next_attempt_at=utcnow()))
+
+
+def requeue_as_past(organizer_id: int, event: OutgoingEvent, run_id: int) -> None:
+    """A row a Disconnect cancelled, so never sent, goes out again as a past event of a backfill run.
+    The caller commits."""
+    db.session.execute(
+        update(OutboxEvent).where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.unique_id == event.unique_id,
+                                  OutboxEvent.status == CANCELLED)
+        .values(status=PENDING, backfill=True, backfill_run_id=run_id, next_attempt_at=utcnow(),
+                payload=_payload(event.body), status_detail=None, give_up_at=None))

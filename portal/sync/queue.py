@@ -24,6 +24,11 @@ def queue() -> Queue:
     return Queue(current_app.config["RQ_QUEUE"], connection=redis_connection())
 
 
+def delivery_marker(organizer_id: int) -> str:
+    """The Redis key that says a delivery job for this organizer already waits in the queue."""
+    return f"portal:deliver-queued:{organizer_id}"
+
+
 def enqueue_delivery(organizer_id: int) -> bool:
     """Ask a worker to deliver this organizer's due outbox rows. Call only after the rows are committed.
 
@@ -32,12 +37,12 @@ def enqueue_delivery(organizer_id: int) -> bool:
     a running job that finds a large backlog calls this again, so idle workers join in. If Redis is down
     nothing is lost: the rows are in the database and the worker's sweeper picks them up.
     """
-    from portal.sync.jobs import deliver
-
     try:
-        marker = f"portal:deliver-queued:{organizer_id}"
+        marker = delivery_marker(organizer_id)
         if redis_connection().set(marker, 1, nx=True, ex=5):
-            queue().enqueue(deliver, organizer_id, result_ttl=0, failure_ttl=24 * 3600, job_timeout=600)
+            # By dotted name, so the queue does not import the job (the job imports the queue).
+            queue().enqueue("portal.sync.jobs.deliver", organizer_id, result_ttl=0, failure_ttl=24 * 3600,
+                            job_timeout=600)
         return True
     except RedisError as exc:
         log.warning("enqueue failed organizer=%s error=%s; the sweeper will deliver later", organizer_id,
