@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from portal.klaviyo import payloads
 from portal.klaviyo.payloads import OrderData, Person, TicketLine, build_order_events, bulk_body
-from portal.klaviyo.schemas import assert_valid_bulk_create, assert_valid_create_event
+from portal.sandbox.schemas import assert_valid_bulk_create, assert_valid_create_event
 
 PLACED = datetime(2026, 6, 1, 14, 30, 15, 123456, tzinfo=timezone.utc)
 START = datetime(2026, 7, 15, 18, 0, tzinfo=timezone.utc)

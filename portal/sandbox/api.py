@@ -16,8 +16,7 @@ from functools import cache
 
 from flask import Blueprint, current_app, g, request
 
-from portal.klaviyo import schemas
-from portal.sandbox import jsonapi, store
+from portal.sandbox import jsonapi, schemas, store
 from portal.sandbox.context import account, db, state
 from portal.sandbox.settings import rate_limit_tiers
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from portal.klaviyo import schemas
+from portal.sandbox import schemas
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

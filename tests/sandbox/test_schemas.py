@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from portal.klaviyo import schemas
+from portal.sandbox import schemas
 from tests.sandbox.helpers import SAMPLE_EVENT, bulk_body, sample_event
 
 pytestmark = pytest.mark.filterwarnings("error")
