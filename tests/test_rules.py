@@ -1,0 +1,91 @@
+"""Rules that live in one place each: who gets a Registered Attendee, how contacts are read, the channel key,
+past events, Klaviyo's headers; and the direction of imports that keeps them there."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from portal.channels.models import channel_key
+from portal.contact import check_phone, e164
+from portal.extensions import db
+from portal.klaviyo import payloads
+from portal.klaviyo.client import ApiResponse
+from portal.klaviyo.payloads import REGISTERED, as_past_event, registration_reasons
+from portal.orders.models import Order
+from portal.sync import backfill
+from tests.test_storefront import BUYER, info, order_form
+
+ROOT = Path(__file__).resolve().parent.parent
+STRUCTURE = ROOT.parent / "shared" / "tools" / "structure.py"
+
+
+def test_registration_rule_reads_e_mails_as_klaviyo_does():
+    reasons = registration_reasons(" Pat@Buyer.example", ["pat@buyer.example", "SAM@guest.example ", "sam@guest.example",
+                                                           None, "", "lee@guest.example"])
+    assert reasons == [payloads.SAME_AS_PURCHASER, REGISTERED, payloads.REPEATED_EMAIL, payloads.NO_EMAIL,
+                       payloads.NO_EMAIL, REGISTERED]
+
+
+def test_backfill_dry_run_counts_registered_attendees_by_the_builders_rule(client, app, make_organizer, make_event):
+    """The dry run's count and the events the builders make come from the same rule."""
+    organizer_id = make_organizer()
+    public_id, types = info(app, make_event(organizer_id))
+    guests = [{"first_name": "Sam", "last_name": "Guest", "email": email}
+              for email in ("SAM@guest.example", "sam@guest.example ", "PAT@buyer.example", "lee@guest.example")]
+    response = client.post_form(f"/e/{public_id}/checkout", order_form(types, [4, 0], attendees=guests))
+    assert response.status_code == 303, response.get_data(as_text=True)[:300]
+    with app.app_context():
+        order = db.session.scalar(select(Order))
+        from portal.orders.service import snapshot
+
+        built = payloads.build_order_events(snapshot(order)).events
+        registered = [event for event in built if event.metric == payloads.REGISTERED_ATTENDEE]
+        assert len(registered) == 2  # sam once, lee; never the purchaser's own address
+        assert backfill.plan(organizer_id).attendee_events == len(registered)
+
+
+def test_past_event_is_a_copy():
+    event = payloads.OutgoingEvent("Placed Order", "order_1", "pat@buyer.example",
+                                   {"data": {"type": "event", "attributes": {"properties": {"OrderId": "1"}}}})
+    past = as_past_event(event)
+    assert past.body["data"]["attributes"]["backfill"] is True
+    assert "backfill" not in event.body["data"]["attributes"]  # the built event is left as it was
+    assert (past.metric, past.unique_id, past.profile_key) == (event.metric, event.unique_id, event.profile_key)
+
+
+def test_klaviyo_headers_are_case_insensitive():
+    response = ApiResponse(429, {"retry-after": "7", "ratelimit-remaining": "0"}, None, 3)
+    assert response.retry_after == 7
+    assert response.headers["RateLimit-Remaining"] == "0"
+
+
+@pytest.mark.parametrize("account", ["demo.myshopify.com", " Demo.MyShopify.com "])
+def test_one_channel_key_whatever_the_case(account):
+    assert channel_key("shopify", account) == "shopify:demo.myshopify.com"
+
+
+def test_phone_region_is_where_numbers_without_a_country_code_are_read():
+    assert check_phone("020 7946 0958", "GB") == ("+442079460958", None)
+    number, problem = check_phone("020 7946 0958", "US")
+    assert number is None and problem.startswith("Enter a valid phone number")
+    assert e164("+1 212 555 0100", "GB") == "+12125550100"  # a number with its country code is read as written
+
+
+def test_checkout_reads_phones_in_the_configured_region(client, app, make_organizer, make_event):
+    public_id, types = info(app, make_event(make_organizer()))
+    form = order_form(types, [1, 0], **{**BUYER, "phone": "020 7946 0958"})
+    assert client.post_form(f"/e/{public_id}/checkout", form).status_code == 422  # US by default
+    app.config["DEFAULT_PHONE_REGION"] = "GB"
+    assert client.post_form(f"/e/{public_id}/checkout", form).status_code == 303
+    with app.app_context():
+        assert db.session.scalar(select(Order.phone)) == "+442079460958"
+
+
+@pytest.mark.skipif(not STRUCTURE.exists(), reason="the shared structure check is not beside this checkout")
+def test_imports_point_one_way():
+    """No import circle inside portal/, sync/ and klaviyo/ never reach up into integrations/, no product module
+    imports the sandbox, and none is over 400 lines."""
+    result = subprocess.run([sys.executable, str(STRUCTURE), str(ROOT)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
