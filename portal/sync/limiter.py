@@ -7,6 +7,7 @@ additionally stop everyone when Klaviyo answers 429 (Retry-After) or reports Rat
 import random
 import time
 import uuid
+from collections.abc import Mapping
 
 from portal.sync.queue import redis_connection
 
@@ -82,7 +83,7 @@ def block(installation: str, endpoint: str, seconds: float) -> None:
         r.set(blocked, 1, px=ms)
 
 
-def observe(installation: str, endpoint: str, status: int, headers: dict) -> None:
+def observe(installation: str, endpoint: str, status: int, headers: Mapping[str, str]) -> None:
     """Learn from Klaviyo's answer: RateLimit-* headers on success, Retry-After on 429; keep meter figures."""
     r = redis_connection()
     meter = f"portal:meter:{installation}"
