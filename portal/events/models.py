@@ -43,6 +43,10 @@ class Event(db.Model):
     def is_live(self) -> bool:
         return self.status == "live"
 
+    @property
+    def is_cancelled(self) -> bool:
+        return self.status == "cancelled"
+
 
 class TicketType(db.Model):
     __tablename__ = "ticket_types"
@@ -73,3 +77,21 @@ class DiscountCode(db.Model):
     amount: Mapped[Decimal] = mapped_column(Money)
 
     event: Mapped[Event] = relationship(back_populates="discount_codes")
+
+
+class EventChange(db.Model):
+    """A live event's new time or venue, and who changed it: each holder of a valid ticket is told once."""
+
+    __tablename__ = "event_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id"), index=True)
+    old_starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    new_starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    old_ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    new_ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    old_venue: Mapped[str] = mapped_column(String(200))
+    new_venue: Mapped[str] = mapped_column(String(200))
+    changed_by: Mapped[str] = mapped_column(String(200))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    people_told: Mapped[int] = mapped_column(default=0)

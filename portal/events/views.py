@@ -6,9 +6,10 @@ from sqlalchemy import func, select
 from portal.events.forms import DiscountForm, EventForm, TicketTypeForm, WidgetForm
 from portal.events.models import DiscountCode, Event, TicketType
 from portal.extensions import db
-from portal.orders.models import Order
-from portal.types import utcnow
 from portal.htmx import render, see_other
+from portal.orders import lifecycle
+from portal.orders.models import CANCELLED, Order
+from portal.types import utcnow
 
 bp = Blueprint("events", __name__, url_prefix="/manage/events")
 
@@ -69,11 +70,28 @@ def edit(event_id):
         form.starts_at.data = event.starts_at.astimezone(_zone(event)).replace(tzinfo=None)
         form.ends_at.data = event.ends_at.astimezone(_zone(event)).replace(tzinfo=None)
     if form.validate_on_submit():
+        starts_at, ends_at, venue = form.aware(form.starts_at.data), form.aware(form.ends_at.data), form.venue.data.strip()
+        moving = event.is_live and (starts_at, ends_at, venue) != (event.starts_at, event.ends_at, event.venue)
+        told = lifecycle.holders_to_tell(event) if moving else 0
+        if told and request.form.get("confirm_change") != "1":
+            # Say who will be told before anything is saved.
+            return render("events/form.html", form=form, event=event, confirm_change=told)
+        if moving:
+            lifecycle.change_event(event, starts_at=starts_at, ends_at=ends_at, venue=venue, by=_who())
         _apply(form, event)
         db.session.commit()
-        flash("Event saved.", "success")
+        if told:
+            lifecycle.wake(event.organizer_id)
+            flash(f"Event saved. {told} {'person' if told == 1 else 'people'} holding a ticket will get Event Changed "
+                  "in Klaviyo.", "success")
+        else:
+            flash("Event saved.", "success")
         return see_other("events.detail", event_id=event.id)
     return render("events/form.html", form=form, event=event), 422 if form.errors else 200
+
+
+def _who() -> str:
+    return f"{current_user.name} <{current_user.email}>"
 
 
 def _zone(event):
@@ -96,7 +114,9 @@ def _apply(form: EventForm, event: Event) -> None:
 @login_required
 def make_live(event_id):
     event = get_event_or_404(event_id)
-    if not event.ticket_types:
+    if event.is_cancelled:
+        flash("This event is cancelled, so it cannot go live again. Create a new event instead.", "error")
+    elif not event.ticket_types:
         flash("Add at least one ticket type before making the event live.", "error")
     else:
         event.status = "live"
@@ -110,6 +130,9 @@ def make_live(event_id):
 @login_required
 def make_draft(event_id):
     event = get_event_or_404(event_id)
+    if event.is_cancelled:
+        flash("This event is cancelled; it stays cancelled.", "error")
+        return see_other("events.detail", event_id=event.id)
     event.status = "draft"
     db.session.commit()
     flash("The event is a draft again: the public can no longer buy tickets.", "info")
@@ -209,6 +232,39 @@ def widget(event_id):
             db.session.commit()
         return render("events/widget.html", block="preview", event=event, form=form), 200 if not form.errors else 422
     return render("events/widget.html", event=event, form=form)
+
+
+@bp.route("/<int:event_id>/cancel", methods=["GET", "POST"])
+@login_required
+def cancel(event_id):
+    """Cancel the event and all its orders, with or without refunds (a confirmation page first)."""
+    event = get_event_or_404(event_id)
+    if event.is_cancelled:
+        flash("This event is already cancelled.", "info")
+        return see_other("events.detail", event_id=event.id)
+    open_orders = db.session.scalar(select(func.count()).select_from(Order).where(
+        Order.event_id == event.id, Order.status != CANCELLED))
+    values, errors = {"refund": "1", "include_fees": "1"}, {}
+    if request.method == "POST":
+        values = {key: request.form.get(key, "") for key in ("reason", "refund", "include_fees")}
+        reason = values["reason"].strip()
+        if not reason:
+            errors["reason"] = "Say why, in a few words: Klaviyo's Cancelled Order carries it as Reason."
+        elif len(reason) > 500:
+            errors["reason"] = "Use at most 500 characters."
+        else:
+            try:
+                count = lifecycle.cancel_event(event, refund=bool(values["refund"]),
+                                               include_fees=bool(values["include_fees"]), reason=reason, by=_who())
+            except lifecycle.Refused as exc:
+                flash(str(exc), "error")
+                return see_other("events.detail", event_id=event.id)
+            refunded = " and refunded" if values["refund"] else ""
+            flash(f"Event cancelled. {count} {'order was' if count == 1 else 'orders were'} cancelled{refunded}; "
+                  "Klaviyo gets Cancelled Order for each.", "success")
+            return see_other("events.detail", event_id=event.id)
+    return render("events/cancel.html", event=event, open_orders=open_orders, values=values, errors=errors), \
+        422 if errors else 200
 
 
 @bp.post("/<int:event_id>/previewed")

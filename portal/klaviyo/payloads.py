@@ -50,6 +50,21 @@ class TicketLine:
 
 
 @dataclass(frozen=True)
+class NextEvent:
+    """A person's next upcoming event with a valid ticket: what reminder flows wait for."""
+
+    name: str
+    starts_at: datetime
+
+
+# Profile properties every purchaser and attendee carries; unset when nothing is upcoming.
+NEXT_EVENT_PROPERTIES = ("NextEventName", "NextEventStartAt")
+# By normalized e-mail: the person's NextEvent, or None when nothing is upcoming. A person missing from
+# the mapping gets no profile properties at all (their profile is left as it is).
+NextEvents = dict[str, "NextEvent | None"]
+
+
+@dataclass(frozen=True)
 class OrderData:
     order_id: int
     placed_at: datetime
@@ -61,6 +76,7 @@ class OrderData:
     purchaser: Person
     tickets: tuple[TicketLine, ...]
     phone_region: str = "US"
+    next_events: NextEvents | None = None
 
 
 @dataclass(frozen=True)
@@ -130,9 +146,7 @@ def build_order_events(order: OrderData) -> BuildResult:
     by_attendee = {line.attendee_id: line for line in order.tickets}
     for attendee_id, reason in result.attendee_reasons:
         if reason == REGISTERED:
-            line = by_attendee[attendee_id]
-            phone = _phone(line.attendee.phone, order.phone_region, f"attendee {attendee_id}", result.notes)
-            result.events.append(_registered_attendee(order, line, phone))
+            result.events.append(registered_attendee(order, by_attendee[attendee_id], notes=result.notes))
     return result
 
 
@@ -148,7 +162,8 @@ def _phone(raw, region, whose, notes) -> str | None:
     return normalized
 
 
-def _profile(person: Person, phone: str | None = None) -> dict:
+def profile(person: Person, phone: str | None = None, next_events: NextEvents | None = None) -> dict:
+    """The event's profile: who it is, and (when known) their NextEventName and NextEventStartAt, set or unset."""
     attributes = {"email": (person.email or "").strip()}
     if person.first_name.strip():
         attributes["first_name"] = person.first_name.strip()
@@ -156,17 +171,38 @@ def _profile(person: Person, phone: str | None = None) -> dict:
         attributes["last_name"] = person.last_name.strip()
     if phone:
         attributes["phone_number"] = phone
+    key = normalize_email(person.email)
+    if next_events is not None and key in next_events:
+        upcoming = next_events[key]
+        if upcoming is None:
+            attributes["meta"] = {"patch_properties": {"unset": list(NEXT_EVENT_PROPERTIES)}}
+        else:
+            attributes["properties"] = {"NextEventName": upcoming.name, "NextEventStartAt": iso_utc(upcoming.starts_at)}
     return {"data": {"type": "profile", "attributes": attributes}}
 
 
-def _event(metric: str, unique_id: str, person: Person, phone: str | None, properties: dict,
-           placed_at: datetime, value: Decimal | None = None, currency: str | None = None) -> OutgoingEvent:
+def item(line: TicketLine) -> dict:
+    """One ticket in an Items array, as the Data Reference shapes it."""
+    return {
+        "ProductID": line.ticket_id,
+        "ProductName": line.type_name,
+        "Quantity": 1,
+        "ItemPrice": number(line.base_price),
+        "RowTotal": number(line.final_price),
+        "FeeAmount": number(line.fee),
+    }
+
+
+def event(metric: str, unique_id: str, person: Person, phone: str | None, properties: dict,
+          at: datetime, value: Decimal | None = None, currency: str | None = None,
+          next_events: NextEvents | None = None) -> OutgoingEvent:
+    """A Create Event body for one metric, one profile, one moment."""
     attributes = {
         "properties": properties,
-        "time": iso_utc(placed_at),
+        "time": iso_utc(at),
         "unique_id": unique_id,
         "metric": {"data": {"type": "metric", "attributes": {"name": metric}}},
-        "profile": _profile(person, phone),
+        "profile": profile(person, phone, next_events),
     }
     if value is not None:
         attributes["value"] = number(value)
@@ -177,17 +213,7 @@ def _event(metric: str, unique_id: str, person: Person, phone: str | None, prope
 def _placed_order(order: OrderData, phone: str | None) -> OutgoingEvent:
     properties = {
         "OrderId": str(order.order_id),
-        "Items": [
-            {
-                "ProductID": line.ticket_id,
-                "ProductName": line.type_name,
-                "Quantity": 1,
-                "ItemPrice": number(line.base_price),
-                "RowTotal": number(line.final_price),
-                "FeeAmount": number(line.fee),
-            }
-            for line in order.tickets
-        ],
+        "Items": [item(line) for line in order.tickets],
         "EventName": order.event_name,
         "EventStartAt": iso_utc(order.event_start),
         "EventEndAt": iso_utc(order.event_end),
@@ -195,8 +221,8 @@ def _placed_order(order: OrderData, phone: str | None) -> OutgoingEvent:
         "Currency": order.currency,
         "AttendeeCount": len(order.tickets),
     }
-    return _event(PLACED_ORDER, f"order_{order.order_id}", order.purchaser, phone, properties,
-                  order.placed_at, order_total(order), order.currency)
+    return event(PLACED_ORDER, f"order_{order.order_id}", order.purchaser, phone, properties,
+                 order.placed_at, order_total(order), order.currency, order.next_events)
 
 
 def _ordered_experience(order: OrderData, line: TicketLine) -> OutgoingEvent:
@@ -214,11 +240,15 @@ def _ordered_experience(order: OrderData, line: TicketLine) -> OutgoingEvent:
         "Currency": order.currency,
     }
     # The Data Reference ties Ordered Experience to the purchaser's profile, without a phone number.
-    return _event(ORDERED_EXPERIENCE, f"experience_{line.ticket_id}", order.purchaser, None, properties,
-                  order.placed_at, line.final_price, order.currency)
+    return event(ORDERED_EXPERIENCE, f"experience_{line.ticket_id}", order.purchaser, None, properties,
+                 order.placed_at, line.final_price, order.currency)
 
 
-def _registered_attendee(order: OrderData, line: TicketLine, phone: str | None) -> OutgoingEvent:
+def registered_attendee(order: OrderData, line: TicketLine, at: datetime | None = None,
+                        notes: list[str] | None = None) -> OutgoingEvent:
+    """A Registered Attendee for this ticket's attendee: at purchase, or later when the ticket is handed to them."""
+    phone = _phone(line.attendee.phone, order.phone_region, f"attendee {line.attendee_id}",
+                   notes if notes is not None else [])
     properties = {
         "AttendeeId": str(line.attendee_id),
         "EventName": order.event_name,
@@ -229,32 +259,56 @@ def _registered_attendee(order: OrderData, line: TicketLine, phone: str | None) 
         "Currency": order.currency,
         "TicketName": line.type_name,
     }
-    return _event(REGISTERED_ATTENDEE, f"attendee_{line.attendee_id}", line.attendee, phone, properties,
-                  order.placed_at)
+    return event(REGISTERED_ATTENDEE, f"attendee_{line.attendee_id}", line.attendee, phone, properties,
+                 at or order.placed_at, next_events=order.next_events)
 
 
-def as_past_event(event: OutgoingEvent) -> OutgoingEvent:
+def as_past_event(built: OutgoingEvent) -> OutgoingEvent:
     """The same event marked backfill: true, so Klaviyo records it without firing flows. A new body: the
     event given is left as it was."""
-    body = copy.deepcopy(event.body)
+    body = copy.deepcopy(built.body)
     body["data"]["attributes"]["backfill"] = True
-    return replace(event, body=body)
+    return replace(built, body=body)
 
 
 def bulk_body(events: list[dict], backfill: bool = False) -> dict:
-    """One Bulk Create Events body from Create Event bodies, grouped per profile as Klaviyo requires."""
+    """One Bulk Create Events body from Create Event bodies, grouped per profile as Klaviyo requires.
+
+    A group has one profile, so the profiles of its events are merged in order: later details win, and a
+    NextEvent property set by a later event replaces an earlier unset (and the other way round)."""
     groups: dict[str, dict] = {}
     for body in events:
         attributes = body["data"]["attributes"]
-        profile = attributes["profile"]["data"]
-        key = normalize_email(profile["attributes"].get("email")) or profile["attributes"].get("phone_number", "")
-        entry = groups.setdefault(key, {
-            "type": "event-bulk-create",
-            "attributes": {"profile": {"data": profile}, "events": {"data": []}},
-        })
+        person = attributes["profile"]["data"]
+        key = normalize_email(person["attributes"].get("email")) or person["attributes"].get("phone_number", "")
+        entry = groups.get(key)
+        if entry is None:
+            entry = groups[key] = {
+                "type": "event-bulk-create",
+                "attributes": {"profile": {"data": copy.deepcopy(person)}, "events": {"data": []}},
+            }
+        else:
+            _merge_profile(entry["attributes"]["profile"]["data"]["attributes"], person["attributes"])
         event_attributes = {k: v for k, v in attributes.items() if k != "profile"}
         if backfill:
             event_attributes["backfill"] = True
         entry["attributes"]["events"]["data"].append({"type": "event", "attributes": event_attributes})
     return {"data": {"type": "event-bulk-create-job",
                      "attributes": {"events-bulk-create": {"data": list(groups.values())}}}}
+
+
+def _merge_profile(into: dict, later: dict) -> None:
+    properties = dict(into.pop("properties", None) or {})
+    unset = list(((into.pop("meta", None) or {}).get("patch_properties") or {}).get("unset") or [])
+    into.update({k: v for k, v in later.items() if k not in ("properties", "meta")})
+    for name, value in (later.get("properties") or {}).items():
+        properties[name] = value
+        unset = [u for u in unset if u != name]
+    for name in ((later.get("meta") or {}).get("patch_properties") or {}).get("unset") or []:
+        properties.pop(name, None)
+        if name not in unset:
+            unset.append(name)
+    if properties:
+        into["properties"] = properties
+    if unset:
+        into["meta"] = {"patch_properties": {"unset": unset}}

@@ -8,7 +8,8 @@ from sqlalchemy import func, select, update
 
 from portal.events.models import DiscountCode, Event, TicketType
 from portal.extensions import db
-from portal.klaviyo.payloads import OrderData, Person, TicketLine, build_order_events
+from portal.klaviyo.payloads import NextEvents, OrderData, Person, TicketLine, build_order_events
+from portal.orders import holders
 from portal.orders.models import Attendee, Order, Ticket
 from portal.sync.connection import connection_for
 from portal.sync.outbox import add_rows
@@ -110,7 +111,8 @@ def place_order(event: Event, data: OrderInput, allow_oversell: bool = False) ->
         order = _build_order(event, data)
         db.session.add(order)
         db.session.flush()
-        result = build_order_events(snapshot(order))
+        people = [order.email] + [ticket.attendee.email for ticket in order.tickets]
+        result = build_order_events(snapshot(order, holders.next_events(event.organizer_id, people)))
         order.notes = "\n".join(notes + data.notes + result.notes)
         connection = connection_for(event.organizer_id)
         queued = add_rows(event.organizer_id, order.id, result.events, connection)
@@ -150,8 +152,8 @@ def _build_order(event: Event, data: OrderInput) -> Order:
     return order
 
 
-def snapshot(order: Order) -> OrderData:
-    """The order as plain data for the payload builders."""
+def snapshot(order: Order, next_events: NextEvents | None = None) -> OrderData:
+    """The order as plain data for the payload builders (with its people's next events, when given)."""
     event = order.event or db.session.get(Event, order.event_id)
     return OrderData(
         order_id=order.id, placed_at=order.placed_at, currency=order.currency, event_name=event.name,
@@ -164,6 +166,7 @@ def snapshot(order: Order) -> OrderData:
             for t in order.tickets
         ),
         phone_region=current_app.config["DEFAULT_PHONE_REGION"],
+        next_events=next_events,
     )
 
 
