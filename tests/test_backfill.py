@@ -104,3 +104,31 @@ def test_another_organizers_run_is_404(app, client, organizer, make_organizer, l
     assert oauth_connect(client, sandbox.url).status_code == 303
     for action in ("cancel", "resume"):
         assert client.post_form(f"/manage/integrations/klaviyo/backfill/{run_id}/{action}").status_code == 404
+
+
+def test_backfill_sends_past_cancellations_and_refunds(app, client, organizer, make_event, sandbox, start_worker):
+    """An order refunded and another cancelled before connecting reach Klaviyo as past events too."""
+    from portal.orders import lifecycle
+    from portal.orders.models import Order
+
+    event_id = make_event(organizer)
+    place_orders(app, event_id, 2)
+    with app.app_context():
+        first, second = db.session.scalars(select(Order).order_by(Order.id)).all()
+        lifecycle.refund_order(first, ticket_ids=[], amount=10, include_fees=False, reason="Goodwill", by="Ada")
+        lifecycle.cancel_order(db.session.get(Order, second.id), refund=True, include_fees=True, reason="Ill",
+                               by="Ada")
+        first_id, second_id = first.id, second.id
+    assert oauth_connect(client, sandbox.url).status_code == 303
+    with app.app_context():
+        plan = backfill.plan(organizer)
+    assert (plan.lifecycle_events, plan.events) == (3, 9)  # 2 refunds and 1 cancellation, on top of 2 × 3
+    start_worker()
+    assert client.post_form("/manage/integrations/klaviyo/backfill").status_code == 303
+    wait_for(lambda: len(sandbox_events(sandbox.url)) == 9, timeout=30, message="the past orders and their history")
+    events = {e["unique_id"]: e for e in sandbox_events(sandbox.url)}
+    assert all(e["backfill"] for e in events.values())
+    assert events[f"cancel_{second_id}"]["properties"]["Reason"] == "Ill"
+    refunds = sorted(e["properties"]["RefundedAmount"] for e in events.values() if e["metric"] == "Refunded Order")
+    assert refunds == [10, 80]
+    assert all(e["properties"]["OrderId"] in (str(first_id), str(second_id)) for e in events.values())

@@ -215,6 +215,16 @@ def _refund_data(refund: Refund, at: datetime) -> build.RefundData:
                             tuple(line.ticket_id for line in refund.lines))
 
 
+def history_events(order: Order) -> list[OutgoingEvent]:
+    """The lifecycle events an order has had so far (its cancellation and refunds), as built when they
+    happened: for a history backfill, which sends them as past events."""
+    data = snapshot(order)
+    events = [build.refunded_order(data, _refund_data(refund, refund.created_at)) for refund in order.refunds]
+    if order.is_cancelled:
+        events.insert(0, build.cancelled_order(data, build.Cancellation(order.cancelled_at, order.cancel_reason or "")))
+    return events
+
+
 # --- cancelling ------------------------------------------------------------------------------------------------
 
 def _cancel(order: Order, queue: _Queue, *, refund: bool, include_fees: bool, reason: str, by: str, at: datetime,

@@ -12,8 +12,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from portal.extensions import db
-from portal.klaviyo.payloads import REGISTERED, as_past_event, build_order_events, registration_reasons
-from portal.orders.models import Attendee, Order, Ticket
+from portal.klaviyo.lifecycle import CANCELLED_ORDER, REFUNDED_ORDER
+from portal.klaviyo.payloads import METRICS, REGISTERED, as_past_event, build_order_events, registration_reasons
+from portal.orders.lifecycle import history_events
+from portal.orders.models import CANCELLED as ORDER_CANCELLED, Attendee, Order, Refund, Ticket
 from portal.orders.service import snapshot
 from portal.sync import outbox
 from portal.sync.connection import connection_for
@@ -23,6 +25,9 @@ from portal.sync.queue import enqueue_delivery, queue
 from portal.types import utcnow
 
 CHUNK_ORDERS = 500
+# What a backfill sends: an order's own events, and its past cancellation and refunds. (Event Changed and
+# Cancelled Registration are notices for the moment they happen, not history.)
+BACKFILLED_METRICS = (*METRICS, CANCELLED_ORDER, REFUNDED_ORDER)
 RUNNING, STOPPED, DONE = "running", "cancelled", "done"
 
 
@@ -31,6 +36,7 @@ class Plan:
     orders: int
     tickets: int
     attendee_events: int
+    lifecycle_events: int  # past cancellations and refunds
     events: int
     already_sent: int
     to_send: int
@@ -63,11 +69,17 @@ def plan(organizer_id: int) -> Plan:
         order_rows = list(order_rows)
         reasons = registration_reasons(order_rows[0][1], [email for _, _, email in order_rows])
         attendee_events += reasons.count(REGISTERED)
-    events = orders + tickets + attendee_events
+    cancelled = db.session.scalar(select(func.count()).select_from(Order).where(
+        Order.organizer_id == organizer_id, Order.status == ORDER_CANCELLED))
+    refunds = db.session.scalar(select(func.count()).select_from(Refund).join(Order)
+                                .where(Order.organizer_id == organizer_id))
+    events = orders + tickets + attendee_events + cancelled + refunds
     already = db.session.scalar(select(func.count()).select_from(OutboxEvent).where(
-        OutboxEvent.organizer_id == organizer_id, OutboxEvent.status == SENT, OutboxEvent.order_id.is_not(None)))
+        OutboxEvent.organizer_id == organizer_id, OutboxEvent.status == SENT, OutboxEvent.order_id.is_not(None),
+        OutboxEvent.metric.in_(BACKFILLED_METRICS)))
     to_send = max(events - already, 0)
-    return Plan(orders, tickets, attendee_events, events, already, to_send, estimate_seconds(to_send))
+    return Plan(orders, tickets, attendee_events, cancelled + refunds, events, already, to_send,
+                estimate_seconds(to_send))
 
 
 def current_run(organizer_id: int) -> BackfillRun | None:
@@ -128,7 +140,8 @@ def queue_next_chunk(run_id: int) -> bool:
     if connection is None or not connection.is_active:
         return False  # a disconnect ends the run; Reconnect + Resume carries on
     orders = list(db.session.scalars(
-        select(Order).options(selectinload(Order.tickets).selectinload(Ticket.attendee), selectinload(Order.event))
+        select(Order).options(selectinload(Order.tickets).selectinload(Ticket.attendee), selectinload(Order.event),
+                              selectinload(Order.refunds).selectinload(Refund.lines))
         .where(Order.organizer_id == run.organizer_id, Order.id > run.last_order_id, Order.id <= run.max_order_id)
         .order_by(Order.id).limit(CHUNK_ORDERS)))
     if not orders:
@@ -144,7 +157,7 @@ def queue_next_chunk(run_id: int) -> bool:
 
 
 def _queue_chunk(run: BackfillRun, connection, orders: list[Order]) -> None:
-    built = {order.id: build_order_events(snapshot(order)).events for order in orders}
+    built = {order.id: build_order_events(snapshot(order)).events + history_events(order) for order in orders}
     unique_ids = [event.unique_id for events in built.values() for event in events]
     existing = dict(db.session.execute(
         select(OutboxEvent.unique_id, OutboxEvent.status).where(
