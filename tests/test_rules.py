@@ -89,3 +89,29 @@ def test_imports_point_one_way():
     imports the sandbox, and none is over 400 lines."""
     result = subprocess.run([sys.executable, str(STRUCTURE), str(ROOT)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
+
+
+def test_incremental_authorization_asks_for_a_features_scopes_only_once_it_is_on(client, app, connected, sandbox):
+    from urllib.parse import parse_qs, urlsplit
+
+    from portal.sync import connection as klaviyo
+    from tests.conftest import oauth_connect
+
+    def asked() -> set[str]:
+        start = client.post_form("/manage/integrations/klaviyo/connect")
+        return set(parse_qs(urlsplit(start.headers["Location"]).query)["scope"][0].split())
+
+    assert asked() == {"accounts:read", "events:write"}  # a connection that never turns a feature on
+    with app.app_context():
+        connection = klaviyo.connection_for(connected)
+        assert klaviyo.turn_on(connection, "subscriptions") is True  # Klaviyo must be asked for more
+        db.session.commit()
+    page = client.get("/manage/integrations/").get_data(as_text=True)
+    assert "Klaviyo needs one more permission for list subscriptions." in page
+    assert asked() == {"accounts:read", "events:write", "lists:read", "lists:write", "profiles:write",
+                       "subscriptions:write"}
+    assert oauth_connect(client, sandbox.url).status_code == 303
+    with app.app_context():
+        connection = klaviyo.connection_for(connected)
+        assert klaviyo.missing_scopes(connection) == [] and klaviyo.has_scopes(connection, "subscriptions:write")
+    assert "needs one more permission" not in client.get("/manage/integrations/").get_data(as_text=True)

@@ -64,9 +64,18 @@ def connect(organizer, token: dict, account_response: client.ApiResponse | None)
 
 # --- Klaviyo's consent page and its callback ------------------------------------------------------------
 
-def start_authorization(redirect_uri: str):
-    """Send the browser to Klaviyo's consent page (Connect and Reconnect)."""
-    return client.authorize_redirect(redirect_uri)
+def start_authorization(organizer_id: int, redirect_uri: str):
+    """Send the browser to Klaviyo's consent page (Connect and Reconnect), asking for the base scopes and
+    those of the features this organizer turned on."""
+    return client.authorize_redirect(redirect_uri, klaviyo.requested_scopes(klaviyo.connection_for(organizer_id)))
+
+
+def missing_features(connection: KlaviyoConnection | None) -> list[dict]:
+    """The features turned on whose permissions Klaviyo has not granted yet: each needs a Reconnect."""
+    if connection is None or not connection.is_active:
+        return []
+    return [{"key": feature, "name": klaviyo.FEATURE_NAMES[feature]} for feature in connection.feature_list
+            if feature in klaviyo.FEATURE_SCOPES and klaviyo.missing_scopes(connection, feature)]
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ def _page(panel: str | None = None, **extra):
         "checklist": checklist(connection) if connection and connection.is_active else None,
         "sandbox_url": current_app.config.get("KLAVIYO_SANDBOX_URL"),
         "redirect_uri": redirect_uri(),
+        "missing_features": service.missing_features(connection),
         **extra,
     }
     if panel == "details" and connection:
@@ -79,7 +80,7 @@ def connect():
     if not current_app.config.get("KLAVIYO_CLIENT_ID"):
         flash("Klaviyo is not configured on this portal: set KLAVIYO_CLIENT_ID and KLAVIYO_CLIENT_SECRET.", "error")
         return see_other("integrations.index")
-    response = service.start_authorization(redirect_uri())
+    response = service.start_authorization(current_user.id, redirect_uri())
     if request.headers.get("HX-Request"):
         location = response.headers["Location"]
         response = current_app.make_response("")

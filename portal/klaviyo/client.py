@@ -105,8 +105,11 @@ def oauth_app():
     return current_app.extensions["klaviyo_oauth"]
 
 
-def authorize_redirect(redirect_uri: str):
-    """Send the browser to Klaviyo's consent page, with state and a PKCE S256 challenge."""
+def authorize_redirect(redirect_uri: str, scopes: list[str] | None = None):
+    """Send the browser to Klaviyo's consent page, with state and a PKCE S256 challenge, asking for `scopes`
+    (by default the configured KLAVIYO_SCOPES)."""
+    if scopes:
+        return oauth_app().authorize_redirect(redirect_uri, scope=" ".join(scopes))
     return oauth_app().authorize_redirect(redirect_uri)
 
 

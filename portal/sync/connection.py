@@ -21,6 +21,49 @@ from portal.types import utcnow
 log = logging.getLogger("portal.klaviyo")
 
 
+# Incremental authorization: a connection asks Klaviyo for the base scopes (KLAVIYO_SCOPES), plus those of
+# each feature the organizer turned on. A connection that never turns one on keeps the base scopes.
+FEATURE_SCOPES = {
+    "subscriptions": ("lists:read", "lists:write", "profiles:write", "subscriptions:write"),
+    "flows": ("flows:read", "flows:write", "segments:write", "metrics:read"),
+}
+FEATURE_NAMES = {"subscriptions": "list subscriptions", "flows": "flows and segments"}
+
+
+def requested_scopes(connection: KlaviyoConnection | None) -> list[str]:
+    """What to ask Klaviyo for at the next Connect or Reconnect, in a stable order."""
+    wanted = current_app.config["KLAVIYO_SCOPES"].split()
+    for feature in (connection.feature_list if connection else []):
+        wanted += [scope for scope in FEATURE_SCOPES.get(feature, ()) if scope not in wanted]
+    return wanted
+
+
+def missing_scopes(connection: KlaviyoConnection, feature: str | None = None) -> list[str]:
+    """Scopes asked for (for one feature, or for everything turned on) that Klaviyo has not granted yet."""
+    wanted = FEATURE_SCOPES[feature] if feature else requested_scopes(connection)
+    granted = set(connection.scopes)
+    return [scope for scope in wanted if scope not in granted]
+
+
+def has_scopes(connection: KlaviyoConnection, *scopes: str) -> bool:
+    return set(scopes) <= set(connection.scopes)
+
+
+def turn_on(connection: KlaviyoConnection, feature: str) -> bool:
+    """Remember that the organizer wants this feature. True when Klaviyo must be asked for more (Reconnect).
+    The caller commits."""
+    if feature not in FEATURE_SCOPES:
+        raise ValueError(f"unknown feature {feature!r}")
+    if feature not in connection.feature_list:
+        connection.features = " ".join(connection.feature_list + [feature])
+    return bool(missing_scopes(connection, feature))
+
+
+def turn_off(connection: KlaviyoConnection, feature: str) -> None:
+    """The feature is off; its scopes stay granted until the next Reconnect asks for less. The caller commits."""
+    connection.features = " ".join(f for f in connection.feature_list if f != feature)
+
+
 def connection_for(organizer_id: int) -> KlaviyoConnection | None:
     return db.session.scalar(select(KlaviyoConnection).where(KlaviyoConnection.organizer_id == organizer_id))
 

@@ -35,6 +35,8 @@ class KlaviyoConnection(db.Model):
     refresh_token_enc: Mapped[str | None] = mapped_column(Text)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     scope: Mapped[str] = mapped_column(String(500), default="")
+    # Features the organizer turned on that need more of Klaviyo than sending events ("subscriptions", "flows").
+    features: Mapped[str] = mapped_column(String(200), default="")
     # The Klaviyo account, cached from GET /api/accounts.
     account_id: Mapped[str | None] = mapped_column(String(64))
     organization_name: Mapped[str | None] = mapped_column(String(200))
@@ -56,6 +58,10 @@ class KlaviyoConnection(db.Model):
     @property
     def scopes(self) -> list[str]:
         return self.scope.split()
+
+    @property
+    def feature_list(self) -> list[str]:
+        return self.features.split()
 
 
 
