@@ -92,7 +92,7 @@ class World:
         assert response.status_code == 303
         with app.app_context():
             order = db.session.scalar(select(Order))
-            self.order, self.token = order.id, order.public_token
+            self.order, self.token, self.ticket = order.id, order.public_token, order.tickets[0].id
             row = db.session.scalar(select(OutboxEvent).order_by(OutboxEvent.id))
             row.status, row.last_error = "failed", "boom"
             self.outbox = row.id
@@ -123,7 +123,7 @@ class World:
                 self.channel, self.entry = channel.id, entry.id
             db.session.commit()
         self.ids = {"event_id": self.event, "ticket_type_id": self.ticket_type, "discount_id": self.discount,
-                    "order_id": self.order, "outbox_id": self.outbox, "run_id": self.run, "kind": "e",
+                    "order_id": self.order, "ticket_id": self.ticket, "outbox_id": self.outbox, "run_id": self.run, "kind": "e",
                     "channel_id": self.channel, "entry_id": self.entry,
                     "public_id": self.public_id, "token": self.token, "filename": "app.css"}
 

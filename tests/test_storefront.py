@@ -411,7 +411,7 @@ def test_preview_purchase_is_a_test_order(client, app, make_organizer, make_even
     [order] = orders(app)
     assert order.is_test is True and order.source == "preview"
     page = client.get(f"/manage/orders/{order.id}").get_data(as_text=True)
-    assert re.search(r'<h1>Order #\d+ <span class="badge info">Test order</span></h1>', page)
+    assert re.search(r'<h1>Order #\d+ <span class="[^"]*" id="order-status">Paid</span>\s*<span class="badge info">Test order</span></h1>', page)
     assert "Test order" in client.get(response.headers["Location"]).get_data(as_text=True)
 
 
@@ -550,3 +550,19 @@ def test_no_sync_panel_without_a_klaviyo_connection(client, app, organizer, make
     response = client.post_form(f"/e/{public_id}/checkout", order_form(types, [1, 0]))
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert 'id="sync-panel"' not in page
+
+
+def test_sync_panel_and_order_timeline_poll_only_until_everything_is_sent(client, app, connected, make_event):
+    from portal.sync import jobs
+
+    public_id, types = info(app, make_event(connected))
+    assert client.post_form(f"/e/{public_id}/checkout?preview=1", order_form(types, [1, 0])).status_code == 303
+    [order] = orders(app)
+    panel, timeline = f"/orders/{order.public_token}/sync", f"/manage/orders/{order.id}"
+    assert 'hx-trigger="load delay:700ms"' in client.get(panel, headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert 'hx-trigger="every 2s"' in client.get(timeline, headers={"HX-Request": "true"}).get_data(as_text=True)
+    with app.app_context():
+        assert jobs.deliver(connected) == 2
+    for url in (panel, timeline):
+        body = client.get(url, headers={"HX-Request": "true"}).get_data(as_text=True)
+        assert "Accepted by Klaviyo" in body and "hx-trigger" not in body

@@ -112,7 +112,11 @@ def place_order(event: Event, data: OrderInput, allow_oversell: bool = False) ->
         db.session.add(order)
         db.session.flush()
         people = [order.email] + [ticket.attendee.email for ticket in order.tickets]
-        result = build_order_events(snapshot(order, holders.next_events(event.organizer_id, people)))
+        # A purchase only adds tickets: someone with nothing upcoming had nothing before either, so their
+        # profile is left as it is rather than unset (which Bulk Create could not carry).
+        upcoming = {email: next_event for email, next_event in holders.next_events(event.organizer_id, people).items()
+                    if next_event is not None}
+        result = build_order_events(snapshot(order, upcoming))
         order.notes = "\n".join(notes + data.notes + result.notes)
         connection = connection_for(event.organizer_id)
         queued = add_rows(event.organizer_id, order.id, result.events, connection)
