@@ -658,3 +658,79 @@ def test_verify_installation_checklist_ticks_itself(client, app, connected, make
     assert "4 of 4 done: your installation works." in body and "hx-trigger" not in body
     shown = facts(client.get("/manage/integrations/klaviyo").get_data(as_text=True))
     assert shown["Last successful sync"] != "Nothing sent yet"
+
+
+# --- fragments that poll themselves: only while something is on its way ------------------------------------------------
+
+QUEUE = "/manage/integrations/klaviyo/queue"
+HTMX = {"HX-Request": "true"}
+
+
+def buy_one(client, app, event_id, preview=False):
+    with app.app_context():
+        event = db.session.get(Event, event_id)
+        public_id, type_id = event.public_id, event.ticket_types[0].id
+    response = client.post_form(f"/e/{public_id}/checkout{'?preview=1' if preview else ''}", {
+        f"qty-{type_id}": "1", "first_name": "Pat", "last_name": "Buyer", "email": "pat@buyer.example",
+        "attendee-0-same": "1"})
+    assert response.status_code == 303
+
+
+def test_view_details_queue_polls_only_while_events_are_pending(client, app, connected, make_event):
+    from portal.sync import jobs
+
+    idle = client.get(QUEUE, headers=HTMX).get_data(as_text=True)
+    assert 'id="klaviyo-queue"' in idle and "every 2s" not in idle
+    buy_one(client, app, make_event(connected))
+    busy = client.get(QUEUE, headers=HTMX).get_data(as_text=True)
+    assert "<b>2</b><span>pending</span>" in busy
+    assert re.search(rf'<div id="klaviyo-queue" hx-get="{QUEUE}" hx-swap="outerHTML"\s+hx-trigger="every 2s">', busy)
+    assert 'hx-trigger="every 2s"' in client.get("/manage/integrations/klaviyo", headers=HTMX).get_data(as_text=True)
+    with app.app_context():
+        assert jobs.deliver(connected) == 2
+    sent = client.get(QUEUE, headers=HTMX).get_data(as_text=True)
+    assert "<b>2</b><span>sent</span>" in sent and "<b>0</b><span>pending</span>" in sent
+    assert "every 2s" not in sent
+    assert 'hx-trigger="every 2s"' not in client.get("/manage/integrations/klaviyo").get_data(as_text=True)
+    # Still a way to look again: Refresh asks for the fragment (a plain link to View Details without JavaScript).
+    refresh = re.search(r"<a [^>]*>Refresh</a>", sent).group(0)
+    assert f'hx-get="{QUEUE}"' in refresh and 'href="/manage/integrations/klaviyo"' in refresh
+
+
+def test_view_details_polls_while_a_backfill_runs(client, app, connected):
+    from portal.sync.models import BackfillRun
+
+    with app.app_context():
+        run = BackfillRun(organizer_id=connected, status="running", total_orders=10, events_planned=30)
+        db.session.add(run)
+        db.session.commit()
+        run_id = run.id
+    queue = client.get(QUEUE, headers=HTMX).get_data(as_text=True)
+    assert "<b>0</b><span>pending</span>" in queue and 'hx-trigger="every 2s"' in queue
+    progress = client.get("/manage/integrations/klaviyo/backfill/progress", headers=HTMX).get_data(as_text=True)
+    assert 'hx-trigger="load delay:1s"' in progress
+    with app.app_context():
+        db.session.get(BackfillRun, run_id).status = "cancelled"
+        db.session.commit()
+    assert "every 2s" not in client.get(QUEUE, headers=HTMX).get_data(as_text=True)
+    progress = client.get("/manage/integrations/klaviyo/backfill/progress", headers=HTMX).get_data(as_text=True)
+    assert "Resume" in progress and "hx-trigger" not in progress
+
+
+def test_checklist_polls_only_while_the_test_order_is_sending(client, app, connected, make_event):
+    from portal.sync import jobs
+
+    event_id = make_event(connected, status="live")
+    waiting = client.get("/manage/integrations/klaviyo/checklist", headers=HTMX).get_data(as_text=True)
+    assert steps(waiting) == [True, False, False, False]
+    # Nothing is on its way: the next steps are the organizer's to take, so no polling; the checklist looks
+    # again when its tab is shown.
+    assert "every 3s" not in waiting
+    assert "hx-trigger=\"visibilitychange[document.visibilityState=='visible'] from:document\"" in html.unescape(waiting)
+    buy_one(client, app, event_id, preview=True)
+    sending = client.get("/manage/integrations/klaviyo/checklist", headers=HTMX).get_data(as_text=True)
+    assert steps(sending)[2:] == [True, False] and 'hx-trigger="every 3s"' in sending
+    with app.app_context():
+        assert jobs.deliver(connected) == 2
+    sent = client.get("/manage/integrations/klaviyo/checklist", headers=HTMX).get_data(as_text=True)
+    assert steps(sent)[2:] == [True, True] and "every 3s" not in sent
