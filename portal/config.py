@@ -45,6 +45,8 @@ class Config:
 
     LOGIN_MAX_FAILURES = 5
     LOGIN_LOCK_SECONDS = 15 * 60
+    # A session not used for this long ends; logout ends every copy of it (see portal/auth/login.py).
+    SESSION_IDLE_SECONDS = int(os.environ.get("SESSION_IDLE_SECONDS", str(8 * 3600)))
 
     # Sync tuning: how long a claimed outbox row is leased to a worker before the sweeper may retake it.
     OUTBOX_LEASE_SECONDS = int(os.environ.get("OUTBOX_LEASE_SECONDS", "120"))

@@ -18,9 +18,16 @@ class Organizer(UserMixin, db.Model):
     email: Mapped[str] = mapped_column(String(254), unique=True, index=True)
     password_hash: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Every session carries the generation it was made in; raising it ends all of them (logout, a new
+    # password, "log out everywhere"), even copies of the cookie.
+    session_generation: Mapped[int] = mapped_column(default=0)
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)
+
+    def end_sessions(self) -> None:
+        """Every session of this organizer, on every device, ends at its next request. The caller commits."""
+        self.session_generation = (self.session_generation or 0) + 1
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)

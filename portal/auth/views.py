@@ -1,19 +1,21 @@
-"""Sign up, log in, log out."""
-import hashlib
-from datetime import timedelta
+"""Sign up, log in, log out, and the account page (a new password, log out everywhere)."""
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, flash, redirect, request, url_for
-from flask_login import login_required, login_user, logout_user
+from flask import Blueprint, flash, redirect, request, session, url_for
+from flask_login import current_user, login_required, logout_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from werkzeug.security import check_password_hash
 from wtforms import EmailField, PasswordField, StringField
-from wtforms.validators import DataRequired, Email, InputRequired, Length
+from wtforms.validators import DataRequired, Email, InputRequired, Length, ValidationError
 
-from portal.auth.models import LoginThrottle, Organizer
+from portal.auth import passwords, throttle
+from portal.auth.login import start_session
+from portal.auth.models import Organizer
 from portal.extensions import db
-from portal.types import utcnow
 from portal.htmx import render
+from portal.types import utcnow
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -22,8 +24,11 @@ class SignupForm(FlaskForm):
     name = StringField("Organization or your name", filters=[lambda v: v.strip() if isinstance(v, str) else v],
                        validators=[DataRequired(), Length(max=120)])
     email = EmailField("E-mail", validators=[InputRequired(), Email(check_deliverability=False), Length(max=254)])
-    password = PasswordField("Password", validators=[InputRequired(), Length(min=10, max=200,
-                             message="Use at least 10 characters.")])
+    password = PasswordField("Password", validators=[InputRequired()])
+
+    def validate_password(self, field):
+        if problem := passwords.problem(field.data or "", self.email.data or "", self.name.data or ""):
+            raise ValidationError(problem)
 
 
 class LoginForm(FlaskForm):
@@ -36,17 +41,32 @@ def signup():
     form = SignupForm()
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
-        if db.session.scalar(select(Organizer).where(Organizer.email == email)):
+        organizer = Organizer(name=form.name.data.strip(), email=email)
+        organizer.set_password(form.password.data)
+        db.session.add(organizer)
+        try:
+            db.session.commit()  # the unique e-mail decides, so two sign-ups at once give one account
+        except IntegrityError:
+            db.session.rollback()
             form.email.errors.append("An account with this e-mail exists already. Log in instead.")
         else:
-            organizer = Organizer(name=form.name.data.strip(), email=email)
-            organizer.set_password(form.password.data)
-            db.session.add(organizer)
-            db.session.commit()
-            login_user(organizer)
+            start_session(organizer)
             flash("Welcome! Your account is ready.", "success")
             return redirect(url_for("events.index"), code=303)
     return render("auth/signup.html", form=form), 200 if request.method == "GET" else 422
+
+
+# A hash of the same cost as a real one, checked when the e-mail has no account, so both take as long.
+_DUMMY_HASH = None
+
+
+def _dummy_hash() -> str:
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        probe = Organizer()
+        probe.set_password("no account has this password")
+        _DUMMY_HASH = probe.password_hash
+    return _DUMMY_HASH
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -54,22 +74,20 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
-        key = _throttle_key(email)
-        throttle = db.session.get(LoginThrottle, key)
-        now = utcnow()
-        if throttle and throttle.locked_until and throttle.locked_until > now:
-            minutes = int((throttle.locked_until - now).total_seconds() // 60) + 1
+        attempt = throttle.begin(email)
+        if not attempt.allowed:
+            minutes = int(((attempt.locked_until or utcnow()) - utcnow()).total_seconds() // 60) + 1
             form.password.errors.append(
                 f"Too many failed attempts. Wait {minutes} minute{'s' if minutes != 1 else ''} and try again.")
             return render("auth/login.html", form=form), 429
         organizer = db.session.scalar(select(Organizer).where(Organizer.email == email))
-        if organizer and organizer.check_password(form.password.data):
-            if throttle:
-                db.session.delete(throttle)
-                db.session.commit()
-            login_user(organizer)
+        if organizer is None:
+            check_password_hash(_dummy_hash(), form.password.data)  # as long as a real check
+        elif organizer.check_password(form.password.data):
+            throttle.succeeded(attempt)
+            start_session(organizer)
             return redirect(_safe_next(request.args.get("next")) or url_for("integrations.index"), code=303)
-        _record_failure(key, throttle, now)
+        throttle.failed(attempt)
         form.password.errors.append("That e-mail and password do not match an account.")
         return render("auth/login.html", form=form), 401
     return render("auth/login.html", form=form), 200 if request.method == "GET" else 422
@@ -78,27 +96,53 @@ def login():
 @bp.post("/logout")
 @login_required
 def logout():
+    """End this session and every copy of it."""
+    current_user.end_sessions()
+    db.session.commit()
     logout_user()
+    session.clear()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"), code=303)
 
 
-def _throttle_key(email: str) -> str:
-    """Failures count per e-mail and client address, so a stranger can't lock an organizer out."""
-    return hashlib.sha256(f"{email}|{request.remote_addr}".encode()).hexdigest()
+class PasswordForm(FlaskForm):
+    current = PasswordField("Current password", validators=[InputRequired()])
+    new = PasswordField("New password", validators=[InputRequired()])
+
+    def validate_current(self, field):
+        if not current_user.check_password(field.data or ""):
+            raise ValidationError("That is not your current password.")
+
+    def validate_new(self, field):
+        if problem := passwords.problem(field.data or "", current_user.email, current_user.name):
+            raise ValidationError(problem)
 
 
-def _record_failure(key: str, throttle: LoginThrottle | None, now) -> None:
-    window = timedelta(seconds=current_app.config["LOGIN_LOCK_SECONDS"])
-    if throttle is None or now - throttle.first_failure_at > window:
-        if throttle is None:
-            throttle = LoginThrottle(key=key)
-            db.session.add(throttle)
-        throttle.failures, throttle.first_failure_at, throttle.locked_until = 0, now, None
-    throttle.failures += 1
-    if throttle.failures >= current_app.config["LOGIN_MAX_FAILURES"]:
-        throttle.locked_until = now + window
+@bp.route("/account", methods=["GET", "POST"])
+@login_required
+def account():
+    """The organizer's account: a new password (which ends every other session), and log out everywhere."""
+    form = PasswordForm()
+    if form.validate_on_submit():
+        organizer = current_user._get_current_object()
+        organizer.set_password(form.new.data)
+        organizer.end_sessions()
+        db.session.commit()
+        start_session(organizer)  # this browser stays logged in; every other session ends
+        flash("Password changed. Every other session is logged out.", "success")
+        return redirect(url_for("auth.account"), code=303)
+    return render("auth/account.html", form=form), 200 if request.method == "GET" else 422
+
+
+@bp.post("/logout-everywhere")
+@login_required
+def logout_everywhere():
+    current_user.end_sessions()
     db.session.commit()
+    logout_user()
+    session.clear()
+    flash("You are logged out on every device.", "info")
+    return redirect(url_for("auth.login"), code=303)
 
 
 def _safe_next(target: str | None) -> str | None:
