@@ -144,7 +144,7 @@ def test_a_live_event_that_moves_tells_each_holder_once(client, app, connected, 
     with app.app_context():
         event = db.session.get(Event, event_id)
         local = event.starts_at.astimezone(__import__("zoneinfo").ZoneInfo(event.timezone))
-        form = {"name": event.name, "venue": "Prospect Park, Brooklyn", "timezone": event.timezone,
+        form = {"name": "Summer Music Festival 2026 (moved)", "venue": "Prospect Park, Brooklyn", "timezone": event.timezone,
                 "currency": event.currency, "description": "",
                 "starts_at": (local + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M"),
                 "ends_at": (local + timedelta(days=7, hours=4)).strftime("%Y-%m-%dT%H:%M")}
@@ -159,6 +159,7 @@ def test_a_live_event_that_moves_tells_each_holder_once(client, app, connected, 
     for email in ("pat@buyer.example", "sam@guest.example", "lee@friend.example"):
         changed = only(events, "Event Changed", email)
         assert changed["properties"]["VenueName"] == "Prospect Park, Brooklyn"
+        assert changed["properties"]["EventName"] == "Summer Music Festival 2026 (moved)"  # renamed in the same save
         assert changed["properties"]["PreviousVenueName"] == "Central Park, New York"
         assert changed["properties"]["EventStartAt"] == new_start
         assert changed["properties"]["ChangedFields"] == ["EventStartAt", "EventEndAt", "VenueName"]

@@ -116,18 +116,3 @@ def test_incremental_authorization_asks_for_a_features_scopes_only_once_it_is_on
         assert klaviyo.missing_scopes(connection) == [] and klaviyo.has_scopes(connection, "subscriptions:write")
     assert "needs one more permission" not in client.get("/manage/integrations/").get_data(as_text=True)
 
-
-def test_a_profile_that_unsets_goes_one_by_one_and_the_rest_in_bulk():
-    """Bulk Create's profile takes no `meta`: every event of a profile that unsets NextEvent* is sent singly."""
-    from portal.sync.jobs import _split_for_bulk
-    from portal.sync.outbox import Claimed
-
-    def row(i, who, unset=False):
-        meta = ',"meta":{"patch_properties":{"unset":["NextEventName"]}}' if unset else ""
-        payload = f'{{"data":{{"attributes":{{"profile":{{"data":{{"attributes":{{"email":"{who}"{meta}}}}}}}}}}}}}'
-        return Claimed(i, 1, "Placed Order", f"u{i}", who, payload, 0, None, False, "t")
-
-    rows = [row(1, "a@x.example"), row(2, "b@x.example"), row(3, "a@x.example", unset=True), row(4, "c@x.example")]
-    singles, bulk = _split_for_bulk(rows)
-    assert [r.id for r in singles] == [1, 3]  # a's events, in order
-    assert [r.id for r in bulk] == [2, 4]

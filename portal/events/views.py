@@ -76,9 +76,10 @@ def edit(event_id):
         if told and request.form.get("confirm_change") != "1":
             # Say who will be told before anything is saved.
             return render("events/form.html", form=form, event=event, confirm_change=told)
+        previous = (event.starts_at, event.ends_at, event.venue)
+        _apply(form, event)  # first, so Event Changed carries the event's new name too
         if moving:
-            lifecycle.change_event(event, starts_at=starts_at, ends_at=ends_at, venue=venue, by=_who())
-        _apply(form, event)
+            lifecycle.change_event(event, previous=previous, by=_who())
         db.session.commit()
         if told:
             lifecycle.wake(event.organizer_id)

@@ -275,24 +275,31 @@ def bulk_body(events: list[dict], backfill: bool = False) -> dict:
     """One Bulk Create Events body from Create Event bodies, grouped per profile as Klaviyo requires.
 
     A group has one profile, so the profiles of its events are merged in order: later details win, and a
-    NextEvent property set by a later event replaces an earlier unset (and the other way round)."""
+    NextEvent property set by a later event replaces an earlier unset (and the other way round). Bulk
+    Create takes the unset as the profile's `meta`, beside its attributes (Create Event: inside them)."""
     groups: dict[str, dict] = {}
+    merged: dict[str, dict] = {}
     for body in events:
         attributes = body["data"]["attributes"]
         person = attributes["profile"]["data"]
         key = normalize_email(person["attributes"].get("email")) or person["attributes"].get("phone_number", "")
-        entry = groups.get(key)
-        if entry is None:
-            entry = groups[key] = {
-                "type": "event-bulk-create",
-                "attributes": {"profile": {"data": copy.deepcopy(person)}, "events": {"data": []}},
-            }
+        if key not in groups:
+            merged[key] = copy.deepcopy(person["attributes"])
+            groups[key] = {"type": "event-bulk-create",
+                           "attributes": {"profile": {"data": {"type": person["type"]}}, "events": {"data": []}}}
         else:
-            _merge_profile(entry["attributes"]["profile"]["data"]["attributes"], person["attributes"])
+            _merge_profile(merged[key], person["attributes"])
         event_attributes = {k: v for k, v in attributes.items() if k != "profile"}
         if backfill:
             event_attributes["backfill"] = True
-        entry["attributes"]["events"]["data"].append({"type": "event", "attributes": event_attributes})
+        groups[key]["attributes"]["events"]["data"].append({"type": "event", "attributes": event_attributes})
+    for key, group in groups.items():
+        profile_attributes = dict(merged[key])
+        profile = group["attributes"]["profile"]["data"]
+        meta = profile_attributes.pop("meta", None)
+        profile["attributes"] = profile_attributes
+        if meta:
+            profile["meta"] = meta
     return {"data": {"type": "event-bulk-create-job",
                      "attributes": {"events-bulk-create": {"data": list(groups.values())}}}}
 

@@ -325,21 +325,22 @@ def holders_to_tell(event: Event) -> int:
     return len(holders.holders(event.id)) if event.is_live else 0
 
 
-def change_event(event: Event, *, starts_at: datetime, ends_at: datetime, venue: str, by: str) -> EventChange | None:
-    """Record a live event's new time or venue and tell each holder of a valid ticket, in the caller's
-    transaction (the caller commits with the rest of the edit, then calls wake())."""
-    if not event.is_live or (starts_at, ends_at, venue) == (event.starts_at, event.ends_at, event.venue):
+def change_event(event: Event, *, previous: tuple[datetime, datetime, str], by: str) -> EventChange | None:
+    """Record that a live event's time or venue changed from `previous` (start, end, venue) to what it is
+    now, and tell each holder of a valid ticket, in the caller's transaction (the caller commits with the
+    rest of the edit, then calls wake())."""
+    old_start, old_end, old_venue = previous
+    if not event.is_live or previous == (event.starts_at, event.ends_at, event.venue):
         return None
-    change = EventChange(event_id=event.id, old_starts_at=event.starts_at, new_starts_at=starts_at,
-                         old_ends_at=event.ends_at, new_ends_at=ends_at, old_venue=event.venue, new_venue=venue,
+    change = EventChange(event_id=event.id, old_starts_at=old_start, new_starts_at=event.starts_at,
+                         old_ends_at=old_end, new_ends_at=event.ends_at, old_venue=old_venue, new_venue=event.venue,
                          changed_by=by, changed_at=utcnow())
-    event.starts_at, event.ends_at, event.venue = starts_at, ends_at, venue
     db.session.add(change)
     db.session.flush()
     people = holders.holders(event.id)
     upcoming = holders.next_events(event.organizer_id, [person.email for person, _ in people])
-    data = build.ChangeData(change.id, change.changed_at, event.name, change.old_starts_at, starts_at,
-                            change.old_ends_at, ends_at, change.old_venue, venue)
+    data = build.ChangeData(change.id, change.changed_at, event.name, old_start, event.starts_at,
+                            old_end, event.ends_at, old_venue, event.venue)
     queue = _Queue(event.organizer_id, [])
     for person, order_id in people:
         queue.add(order_id, [build.event_changed(data, person, upcoming)])

@@ -48,15 +48,15 @@ def deliver(organizer_id: int) -> int:
         if len(rows) == batch_limit:
             enqueue_delivery(organizer_id)  # a big backlog: let another idle worker join in
         try:
-            singles, bulk = (rows, []) if len(rows) <= config["SYNC_SINGLE_THRESHOLD"] else _split_for_bulk(rows)
-            for index, row in enumerate(singles):
-                try:
-                    accepted += _send_single(connection, row)
-                except Stop:
-                    outbox.release(singles[index:] + bulk)
-                    raise
-            if bulk:
-                accepted += _send_bulk(connection, bulk)
+            if len(rows) <= config["SYNC_SINGLE_THRESHOLD"]:
+                for index, row in enumerate(rows):
+                    try:
+                        accepted += _send_single(connection, row)
+                    except Stop:
+                        outbox.release(rows[index:])
+                        raise
+            else:
+                accepted += _send_bulk(connection, rows)
         except Stop:
             return accepted
         except Exception:
@@ -77,14 +77,6 @@ def sweep() -> None:
     for connection in klaviyo.pending_revokes():
         klaviyo.retry_revoke(connection)
     db.session.rollback()
-
-
-def _split_for_bulk(rows: list[Claimed]) -> tuple[list[Claimed], list[Claimed]]:
-    """(singles, bulk). Bulk Create's profile takes no `meta`, so a profile whose events unset a property
-    (NextEvent* when nothing is upcoming) has all its events sent one by one, in order; the rest go in bulk."""
-    unsetting = {row.profile_key for row in rows if '"patch_properties"' in row.payload}
-    singles = [row for row in rows if row.profile_key in unsetting]
-    return singles, [row for row in rows if row.profile_key not in unsetting]
 
 
 # --- one event --------------------------------------------------------------------------------------

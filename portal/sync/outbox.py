@@ -76,7 +76,6 @@ class Claimed:
     organizer_id: int
     metric: str
     unique_id: str
-    profile_key: str
     payload: str
     attempts: int
     give_up_at: datetime | None
