@@ -27,9 +27,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     from portal.integrations import views as integration_views
     from portal.orders import views as order_views
     from portal.storefront import views as storefront_views
+    from portal.integrations.oauth_state import OAuthStateStore
     from portal.klaviyo.client import init_oauth
 
-    init_oauth(app)
+    init_oauth(app, OAuthStateStore())
     for module in (pages, auth_views, event_views, storefront_views, order_views, integration_views, channel_views,
                    channel_webhooks):
         app.register_blueprint(module.bp)

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from portal.events.models import Event
 from portal.extensions import db
+from portal.integrations import oauth_state
 from portal.klaviyo import client
 from portal.orders.models import Order
 from portal.sync import connection as klaviyo, limiter, outbox
@@ -66,7 +67,7 @@ def connect(organizer, token: dict, account_response: client.ApiResponse | None)
 
 def start_authorization(organizer_id: int, redirect_uri: str):
     """Send the browser to Klaviyo's consent page (Connect and Reconnect), asking for the base scopes and
-    those of the features this organizer turned on."""
+    those of the features this organizer turned on. Raises RedisError when the state cannot be kept."""
     return client.authorize_redirect(redirect_uri, klaviyo.requested_scopes(klaviyo.connection_for(organizer_id)))
 
 
@@ -90,14 +91,24 @@ def _failed(message: str) -> Outcome:
     return Outcome("error", message)
 
 
-def finish_authorization(organizer) -> Outcome:
-    """Klaviyo sent the organizer back: exchange the code, check what was granted, connect and commit.
-    Any failure stores nothing and says what to do."""
+NOT_STARTED_HERE = ("This Klaviyo sign-in was not started from this page, or it expired. "
+                    "Click Connect to start again.")
+ALREADY_FINISHED = "This Klaviyo sign-in was already completed, so nothing changed."
+
+
+def finish_authorization(organizer, args) -> Outcome:
+    """Klaviyo sent the organizer back: check the state is one this organizer started and has not used,
+    exchange the code, check what was granted, connect and commit. Any failure stores nothing and says
+    what to do, in our own words (never the callback's)."""
+    state = args.get("state") or ""
+    if args.get("error"):
+        if not oauth_state.take(state):
+            return Outcome("info", ALREADY_FINISHED) if oauth_state.was_used(state) else _failed(NOT_STARTED_HERE)
+        return _failed(_oauth_error_text(OAuthError(error=args.get("error"))))
     try:
         token = client.exchange_code()
     except MismatchingStateError:
-        return _failed("This Klaviyo sign-in was not started from this page, or it expired. "
-                       "Click Connect to start again.")
+        return Outcome("info", ALREADY_FINISHED) if oauth_state.was_used(state) else _failed(NOT_STARTED_HERE)
     except OAuthError as exc:
         return _failed(_oauth_error_text(exc))
     except client.KlaviyoUnavailable:
@@ -129,8 +140,7 @@ def _oauth_error_text(exc: OAuthError) -> str:
     if exc.error == "invalid_client":
         return ("Klaviyo did not recognise this portal's app credentials. An administrator should check "
                 "KLAVIYO_CLIENT_ID and KLAVIYO_CLIENT_SECRET.")
-    detail = f" ({exc.description})" if exc.description else ""
-    return f"Klaviyo could not complete the connection: {exc.error or 'error'}{detail}. Click Connect to try again."
+    return "Klaviyo could not complete the connection. Click Connect to try again."
 
 
 def _fetch_account(organizer_id: int, access_token: str) -> client.ApiResponse | None:

@@ -80,7 +80,12 @@ def connect():
     if not current_app.config.get("KLAVIYO_CLIENT_ID"):
         flash("Klaviyo is not configured on this portal: set KLAVIYO_CLIENT_ID and KLAVIYO_CLIENT_SECRET.", "error")
         return see_other("integrations.index")
-    response = service.start_authorization(current_user.id, redirect_uri())
+    try:
+        response = service.start_authorization(current_user.id, redirect_uri())
+    except RedisError:
+        flash("The portal cannot start a Klaviyo sign-in right now (its Redis is unreachable). Try again in a "
+              "minute.", "error")
+        return see_other("integrations.index")
     if request.headers.get("HX-Request"):
         location = response.headers["Location"]
         response = current_app.make_response("")
@@ -92,7 +97,11 @@ def connect():
 @login_required
 def callback():
     """Klaviyo sends the organizer back here. Any failure stores nothing and says what to do."""
-    outcome = service.finish_authorization(current_user)
+    try:
+        outcome = service.finish_authorization(current_user, request.args)
+    except RedisError:
+        outcome = service.Outcome("error", "The portal cannot finish the Klaviyo sign-in right now (its Redis is "
+                                           "unreachable). Nothing was saved; click Connect again in a minute.")
     flash(outcome.message, outcome.category)
     return see_other("integrations.index")
 

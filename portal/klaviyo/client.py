@@ -82,9 +82,10 @@ def _http() -> requests.Session:
 
 # --- OAuth -------------------------------------------------------------------------------------------
 
-def init_oauth(app) -> None:
-    """Register Klaviyo with Authlib for the browser part of the flow (authorize + code exchange)."""
-    registry = OAuth(app)
+def init_oauth(app, state_store=None) -> None:
+    """Register Klaviyo with Authlib for the browser part of the flow (authorize + code exchange).
+    `state_store` keeps the state and PKCE verifier server-side (Authlib's cache interface)."""
+    registry = OAuth(app, cache=state_store)
     registry.register(
         "klaviyo",
         client_id=app.config["KLAVIYO_CLIENT_ID"],
