@@ -10,7 +10,7 @@ import time
 
 from rq import SimpleWorker
 
-from portal import create_app
+from portal import ConfigError, create_app
 from portal.sync.jobs import sweep
 from portal.sync.queue import queue, redis_connection
 
@@ -44,7 +44,11 @@ def main(argv=None) -> int:
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = create_app()
+    try:
+        app = create_app()
+    except ConfigError as exc:  # one line that says what to set, not a traceback
+        print(f"The worker cannot start: {exc}", file=sys.stderr)
+        return 1
     with app.app_context():
         interval = app.config["SWEEP_INTERVAL_SECONDS"]
         # worker_ttl bounds how long the worker blocks waiting for a job, so maintenance runs every few seconds.

@@ -1,5 +1,6 @@
 """The organizer portal: events, ticket sales, and their sync to Klaviyo."""
 import logging
+import os
 import secrets
 
 from flask import Flask
@@ -40,26 +41,41 @@ def create_app(test_config: dict | None = None) -> Flask:
     return app
 
 
+class ConfigError(RuntimeError):
+    """The configuration cannot work; the message says what to set. Entry points print it as one line."""
+
+
 def _check_secrets(app: Flask) -> None:
-    """Refuse to run in production on a made-up secret; in development make throwaway ones."""
+    """Refuse to run in production on a made-up secret; in development make throwaway ones. Check the token
+    keys now, not at the first OAuth callback."""
+    from cryptography.fernet import Fernet
+
     production = app.config["ENV_NAME"] == "production"
     for name in ("SECRET_KEY", "TOKEN_ENCRYPTION_KEY"):
         value = app.config.get(name)
         if value and value not in {"dev", "change-me"}:
             continue
         if production:
-            raise RuntimeError(f"{name} must be set to a real secret when PORTAL_ENV=production.")
+            raise ConfigError(f"{name} must be set to a real secret when PORTAL_ENV=production.")
         app.config[name] = _dev_secret(name)
+    keys = [key.strip() for key in app.config["TOKEN_ENCRYPTION_KEY"].split(",") if key.strip()]
+    for position, key in enumerate(keys or [""], start=1):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ConfigError(f"TOKEN_ENCRYPTION_KEY key {position} is not a Fernet key (32 url-safe base64 bytes). "
+                              "Make one with: python -c 'from cryptography.fernet import Fernet; "
+                              "print(Fernet.generate_key().decode())'") from None
 
 
 def _dev_secret(name: str) -> str:
     """A development secret kept under instance/, so sessions and stored tokens survive a restart."""
     from cryptography.fernet import Fernet
 
-    INSTANCE.mkdir(parents=True, exist_ok=True)
+    INSTANCE.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = INSTANCE / f"{name.lower()}.dev"
     if not path.exists():
         value = Fernet.generate_key().decode() if name == "TOKEN_ENCRYPTION_KEY" else secrets.token_urlsafe(48)
-        path.write_text(value)
-        path.chmod(0o600)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as key_file:  # never readable by others
+            key_file.write(value)
     return path.read_text().strip()

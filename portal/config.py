@@ -16,6 +16,8 @@ class Config:
     SECRET_KEY = os.environ.get("SECRET_KEY")
     TOKEN_ENCRYPTION_KEY = os.environ.get("TOKEN_ENCRYPTION_KEY")
     SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL", f"sqlite:///{INSTANCE / 'portal.db'}")
+    # Database errors never carry their bound parameters (password hashes, tokens, buyers' details) into a log.
+    SQLALCHEMY_ENGINE_OPTIONS = {"hide_parameters": True}
     REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     RQ_QUEUE = os.environ.get("RQ_QUEUE", "klaviyo")
     PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000")

@@ -1,4 +1,5 @@
 """Extensions, created unbound and attached in create_app."""
+import os
 import sqlite3
 
 from flask_login import LoginManager
@@ -28,4 +29,9 @@ def _sqlite_pragmas(dbapi_connection, _record):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=10000")
+        files = [row[2] for row in cursor.execute("PRAGMA database_list") if row[2]]
         cursor.close()
+        for path in files:  # buyers' details and encrypted tokens: readable by this user only
+            for name in (path, f"{path}-wal", f"{path}-shm"):
+                if os.path.exists(name) and os.stat(name).st_mode & 0o077:
+                    os.chmod(name, 0o600)

@@ -138,3 +138,49 @@ def test_an_unknown_e_mail_costs_a_password_check_too(client, make_organizer, mo
     make_organizer()
     assert client.post_form("/auth/login", {"email": "nobody@nowhere.example", "password": PASSWORD}).status_code == 401
     assert len(checked) == 1
+
+
+def test_database_errors_carry_no_parameters(app, make_organizer):
+    """A failing statement's message names no bound value (here a password hash)."""
+    from sqlalchemy.exc import IntegrityError
+
+    make_organizer()
+    with app.app_context():
+        hashed = db.session.scalar(select(Organizer.password_hash))
+        db.session.add(Organizer(name="Copy", email=EMAIL, password_hash=hashed))
+        with pytest.raises(IntegrityError) as raised:
+            db.session.commit()
+        db.session.rollback()
+    assert hashed not in str(raised.value) and "hidden due to hide_parameters" in str(raised.value)
+
+
+def test_the_sqlite_file_is_readable_by_its_owner_only(app, database_url):
+    import os
+    import stat
+
+    if not database_url.startswith("sqlite"):
+        pytest.skip("a PostgreSQL server keeps its own files")
+    path = database_url.removeprefix("sqlite:///")
+    with app.app_context():
+        db.session.execute(select(1))
+        db.session.rollback()
+    for name in (path, f"{path}-wal"):
+        if os.path.exists(name):
+            assert stat.S_IMODE(os.stat(name).st_mode) == 0o600, name
+
+
+@pytest.mark.parametrize("key", ["not-a-key", "short,", "x" * 44])
+def test_a_malformed_token_key_is_refused_at_start_in_one_line(tmp_path, key):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {"PATH": "/usr/bin:/bin", "PORTAL_ENV": "production", "SECRET_KEY": "s" * 40,
+           "TOKEN_ENCRYPTION_KEY": key, "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    result = subprocess.run([sys.executable, "-c", "import wsgi"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "TOKEN_ENCRYPTION_KEY key 1 is not a Fernet key" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
