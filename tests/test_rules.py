@@ -73,16 +73,6 @@ def test_phone_region_is_where_numbers_without_a_country_code_are_read():
     assert e164("+1 212 555 0100", "GB") == "+12125550100"  # a number with its country code is read as written
 
 
-def test_checkout_reads_phones_in_the_configured_region(client, app, make_organizer, make_event):
-    public_id, types = info(app, make_event(make_organizer()))
-    form = order_form(types, [1, 0], **{**BUYER, "phone": "020 7946 0958"})
-    assert client.post_form(f"/e/{public_id}/checkout", form).status_code == 422  # US by default
-    app.config["DEFAULT_PHONE_REGION"] = "GB"
-    assert client.post_form(f"/e/{public_id}/checkout", form).status_code == 303
-    with app.app_context():
-        assert db.session.scalar(select(Order.phone)) == "+442079460958"
-
-
 @pytest.mark.skipif(not STRUCTURE.exists(), reason="the shared structure check is not beside this checkout")
 def test_imports_point_one_way():
     """No import circle inside portal/, sync/ and klaviyo/ never reach up into integrations/, no product module
@@ -116,3 +106,32 @@ def test_incremental_authorization_asks_for_a_features_scopes_only_once_it_is_on
         assert klaviyo.missing_scopes(connection) == [] and klaviyo.has_scopes(connection, "subscriptions:write")
     assert "needs one more permission" not in client.get("/manage/integrations/").get_data(as_text=True)
 
+
+
+@pytest.mark.parametrize("quantity", ["²", "١", "٣", "¹²", "𝟐"])
+def test_unusual_digits_in_a_quantity_are_refused_not_a_500(client, app, make_organizer, make_event, quantity):
+    public_id, types = info(app, make_event(make_organizer()))
+    form = {**order_form(types, [0, 0]), f"qty-{types[0]}": quantity}
+    response = client.post_form(f"/e/{public_id}/checkout", form)
+    assert response.status_code == 422 and "Enter a whole number." in response.get_data(as_text=True)
+    assert client.post_form(f"/e/{public_id}/checkout", {**form, f"qty-{types[0]}": "1", f"qty-{quantity}": "1"}
+                            ).status_code == 422  # an unusual digit in the ticket type's id, too
+
+
+@pytest.mark.parametrize("path", ["/auth/login", "/auth/signup"])
+def test_head_answers_like_get(client, path):
+    assert client.head(path).status_code == client.get(path).status_code == 200
+
+
+def test_a_london_event_reads_london_numbers(client, app, make_organizer, make_event):
+    from portal.events.models import Event
+
+    event_id = make_event(make_organizer())
+    with app.app_context():
+        db.session.get(Event, event_id).country = "GB"
+        db.session.commit()
+    public_id, types = info(app, event_id)
+    form = order_form(types, [1, 0], **{**BUYER, "phone": "020 7946 0958"})
+    assert client.post_form(f"/e/{public_id}/checkout", form).status_code == 303
+    with app.app_context():
+        assert db.session.scalar(select(Order.phone)) == "+442079460958"

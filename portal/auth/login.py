@@ -34,7 +34,7 @@ def init_app(app):
 
     @login_manager.user_loader
     def load_user(user_id: str):
-        if not user_id.isdigit():
+        if not (user_id.isascii() and user_id.isdigit()):
             return None
         organizer = db.session.get(Organizer, int(user_id))
         now = _now()
@@ -49,7 +49,7 @@ def init_app(app):
 
     @login_manager.unauthorized_handler
     def unauthorized():
-        login_url = url_for("auth.login", next=request.full_path.rstrip("?") if request.method == "GET" else None)
+        login_url = url_for("auth.login", next=request.full_path.rstrip("?") if request.method in ("GET", "HEAD") else None)
         if is_htmx():
             # Never swap a login page into a fragment: send the whole window there.
             response = current_app.make_response(("", 401))

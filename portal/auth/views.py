@@ -53,7 +53,7 @@ def signup():
             start_session(organizer)
             flash("Welcome! Your account is ready.", "success")
             return redirect(url_for("events.index"), code=303)
-    return render("auth/signup.html", form=form), 200 if request.method == "GET" else 422
+    return render("auth/signup.html", form=form), 200 if request.method in ("GET", "HEAD") else 422
 
 
 # A hash of the same cost as a real one, checked when the e-mail has no account, so both take as long.
@@ -90,7 +90,7 @@ def login():
         throttle.failed(attempt)
         form.password.errors.append("That e-mail and password do not match an account.")
         return render("auth/login.html", form=form), 401
-    return render("auth/login.html", form=form), 200 if request.method == "GET" else 422
+    return render("auth/login.html", form=form), 200 if request.method in ("GET", "HEAD") else 422
 
 
 @bp.post("/logout")
@@ -131,7 +131,7 @@ def account():
         start_session(organizer)  # this browser stays logged in; every other session ends
         flash("Password changed. Every other session is logged out.", "success")
         return redirect(url_for("auth.account"), code=303)
-    return render("auth/account.html", form=form), 200 if request.method == "GET" else 422
+    return render("auth/account.html", form=form), 200 if request.method in ("GET", "HEAD") else 422
 
 
 @bp.post("/logout-everywhere")

@@ -41,7 +41,7 @@ def under_integrations():
 def connect(platform):
     """Connect a store (or change its domain, secret or key)."""
     channel = service.channel_for(current_user.id, platform)
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):
         values = {}
         if channel is not None:
             values = {"shop_domain": channel.account} if platform == SHOPIFY else {"instance_id": channel.account}
@@ -134,7 +134,7 @@ def disconnect(channel_id):
     channel = get_channel_or_404(channel_id)
     if not channel.is_connected:
         abort(404)
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):
         return render("channels/disconnect.html", channel=channel)
     channel.disconnect()
     db.session.commit()

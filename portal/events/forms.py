@@ -3,7 +3,9 @@ from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo, available_timezones
 
+import phonenumbers
 from flask_wtf import FlaskForm
+from phonenumbers import geocoder
 from wtforms import (
     BooleanField,
     DateTimeLocalField,
@@ -29,6 +31,19 @@ CURRENCIES = ["USD", "EUR", "GBP", "CAD", "AUD", "NZD", "CHF", "SEK", "NOK", "DK
 TIMEZONES = sorted(available_timezones() - {"localtime", "Factory"})
 
 
+def _countries() -> list[SelectChoice]:
+    """Every country phone numbers can be read for, by English name, valued by its ISO code."""
+    named = []
+    for region in phonenumbers.SUPPORTED_REGIONS:
+        example = phonenumbers.example_number(region)
+        name = geocoder.country_name_for_number(example, "en") if example else ""
+        named.append(SelectChoice(region, name or region))
+    return sorted(named, key=lambda choice: choice.label)
+
+
+COUNTRIES = _countries()
+
+
 def _two_places(field) -> None:
     if field.data is not None and field.data != field.data.quantize(Decimal("0.01")):
         raise ValidationError("Use at most two decimal places.")
@@ -45,6 +60,8 @@ class EventForm(FlaskForm):
     starts_at = DateTimeLocalField("Starts", format="%Y-%m-%dT%H:%M", validators=[InputRequired()])
     ends_at = DateTimeLocalField("Ends", format="%Y-%m-%dT%H:%M", validators=[InputRequired()])
     currency = SelectField("Currency", choices=CURRENCIES, default="USD")
+    country = SelectField("Country", choices=COUNTRIES, default="US",
+                          description="Buyers' phone numbers without a country code are read as this country's.")
     description = TextAreaField("Description", validators=[Optional(), Length(max=5000)])
 
     def validate_ends_at(self, field):

@@ -23,6 +23,8 @@ class Event(db.Model):
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
     currency: Mapped[str] = mapped_column(String(3))
+    # Where the event is: phone numbers typed without a country code are read as this country's.
+    country: Mapped[str] = mapped_column(String(2), default="US")
     status: Mapped[str] = mapped_column(String(16), default="draft")
     went_live_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

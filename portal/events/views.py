@@ -65,8 +65,8 @@ def detail(event_id):
 @login_required
 def edit(event_id):
     event = get_event_or_404(event_id)
-    form = EventForm(obj=event) if request.method == "GET" else EventForm()
-    if request.method == "GET":
+    form = EventForm(obj=event) if request.method in ("GET", "HEAD") else EventForm()
+    if request.method in ("GET", "HEAD"):
         form.starts_at.data = event.starts_at.astimezone(_zone(event)).replace(tzinfo=None)
         form.ends_at.data = event.ends_at.astimezone(_zone(event)).replace(tzinfo=None)
     if form.validate_on_submit():
@@ -106,6 +106,7 @@ def _apply(form: EventForm, event: Event) -> None:
     event.venue = form.venue.data.strip()
     event.timezone = form.timezone.data
     event.currency = form.currency.data
+    event.country = form.country.data
     event.description = (form.description.data or "").strip()
     event.starts_at = form.aware(form.starts_at.data)
     event.ends_at = form.aware(form.ends_at.data)

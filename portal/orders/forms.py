@@ -92,7 +92,7 @@ class TransferForm(Form):
     reason: str = ""
 
 
-def read_transfer(form) -> TransferForm:
+def read_transfer(form, region: str | None = None) -> TransferForm:
     result = TransferForm(values=_values(form, ("first_name", "last_name", "email", "phone", "reason")))
     values, errors = result.values, result.errors
     for name, label in (("first_name", "the new attendee's first name"), ("last_name", "the new attendee's last name")):
@@ -101,7 +101,7 @@ def read_transfer(form) -> TransferForm:
     email, problem = check_email(values["email"], required=True)
     if problem:
         errors["email"] = problem
-    phone, problem = check_phone(values["phone"], current_app.config["DEFAULT_PHONE_REGION"])
+    phone, problem = check_phone(values["phone"], region or current_app.config["DEFAULT_PHONE_REGION"])
     if problem:
         errors["phone"] = problem
     result.reason = _reason(result)

@@ -169,7 +169,7 @@ def snapshot(order: Order, next_events: NextEvents | None = None) -> OrderData:
                        attendee=Person(t.attendee.first_name, t.attendee.last_name, t.attendee.email, t.attendee.phone))
             for t in order.tickets
         ),
-        phone_region=current_app.config["DEFAULT_PHONE_REGION"],
+        phone_region=event.country or current_app.config["DEFAULT_PHONE_REGION"],
         next_events=next_events,
     )
 

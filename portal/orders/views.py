@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.klaviyo.payloads import REASON_TEXT, attendee_reasons
-from portal.orders import forms, lifecycle
+from portal.orders import forms, lifecycle, sync_status
 from portal.orders.models import Order, Ticket
 from portal.orders.service import snapshot
 from portal.htmx import render, see_other
@@ -32,7 +32,7 @@ def detail(order_id):
     reasons = dict(attendee_reasons(snapshot(order)))
     rows = list(db.session.scalars(select(OutboxEvent).where(OutboxEvent.order_id == order.id).order_by(OutboxEvent.id)))
     return render("orders/detail.html", block="timeline", order=order, event=order.event, rows=rows,
-                  reasons=reasons, reason_text=REASON_TEXT)
+                  reasons=reasons, reason_text=REASON_TEXT, **sync_status.context(order, rows))
 
 
 @bp.post("/<int:order_id>/events/<int:outbox_id>/retry")
@@ -65,7 +65,7 @@ def cancel(order_id):
     if order.is_cancelled:
         flash("This order is already cancelled.", "info")
         return see_other("orders.detail", order_id=order.id)
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):
         return _action_page("orders/cancel.html", order, forms.Form(values={"refund": "1", "include_fees": "1"}))
     form = forms.read_cancel(request.form)
     if form.errors:
@@ -88,7 +88,7 @@ def refund(order_id):
     if order.refundable <= 0:
         flash("Everything paid on this order has been refunded already.", "info")
         return see_other("orders.detail", order_id=order.id)
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):
         form = forms.Form(values={"include_fees": "1", "request_key": uuid.uuid4().hex, "ticket": []})
         return _action_page("orders/refund.html", order, form)
     form = forms.read_refund(order, request.form)
@@ -124,9 +124,9 @@ def transfer(order_id, ticket_id):
     if not ticket.is_valid or order.is_cancelled:
         flash("Only a valid ticket can be handed to someone else.", "error")
         return see_other("orders.detail", order_id=order.id)
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):
         return _action_page("orders/transfer.html", order, forms.Form(values={}), ticket=ticket)
-    form = forms.read_transfer(request.form)
+    form = forms.read_transfer(request.form, order.event.country)
     if form.errors:
         return _action_page("orders/transfer.html", order, form, 422, ticket=ticket)
     try:

@@ -41,18 +41,18 @@ def read_checkout(event: Event, form, source: str, is_test: bool) -> Checkout:
     """Parse the posted form against this event's ticket types and check every field."""
     values = {key: form.get(key, "") for key in form.keys()}
     checkout = Checkout(values=values)
-    region = current_app.config["DEFAULT_PHONE_REGION"]
+    region = event.country or current_app.config["DEFAULT_PHONE_REGION"]
     errors = checkout.errors
     by_id = {t.id: t for t in event.ticket_types}
 
     for key in form.keys():
         if key.startswith("qty-"):
             type_id = key[4:]
-            if not type_id.isdigit() or int(type_id) not in by_id:
+            if not (type_id.isascii() and type_id.isdigit()) or int(type_id) not in by_id:
                 errors["tickets"] = "One of the chosen ticket types does not exist any more. Please choose again."
                 continue
             raw = _text(form, key) or "0"
-            if not raw.isdigit() or len(raw) > 4:
+            if not (raw.isascii() and raw.isdigit()) or len(raw) > 4:  # "²" and "١" are digits too
                 errors[key] = "Enter a whole number."
                 continue
             checkout.quantities[int(type_id)] = int(raw)
@@ -114,3 +114,14 @@ def _read_attendee(form, i, purchaser: tuple, region: str, errors) -> AttendeeIn
     if problem:
         errors[prefix + "phone"] = problem
     return AttendeeInput(a_first, a_last, a_email, a_phone)
+
+
+def read_choice(event: Event, form, is_test: bool) -> Checkout:
+    """What the buyer has chosen so far, for the live order summary: the quantities and the discount code, with
+    only their own problems (an invalid code, too many tickets), never those of fields not filled in yet."""
+    checkout = read_checkout(event, form, "preview" if is_test else "event_page", is_test)
+    checkout.errors = {key: message for key, message in checkout.errors.items()
+                       if key == "discount_code" or key.startswith("qty-")
+                       or (key == "tickets" and checkout.ticket_count > MAX_PER_ORDER)}
+    checkout.order = None
+    return checkout
