@@ -1,4 +1,5 @@
-"""Send a correctly signed sample Shopify orders/paid or Wix "Payment Status Updated" webhook to a running portal.
+"""Send a correctly signed sample webhook to a running portal: a paid order (Shopify orders/paid, Wix Payment Status
+Updated), its cancellation (orders/cancelled, Order Canceled) or a refund (refunds/create, Refund Completed).
 
 Shopify (use the secret you saved in the portal's Shopify connection):
 
@@ -15,6 +16,16 @@ into the portal's Wix connection, then send:
 The sample is tests/fixtures/<platform>_....json with a fresh order id and webhook id on each run, so each run is a
 new order; pass --webhook-id (and --order-id) again to see a replay answered without a second order.
 Product and variant ids are given to the line items in order (the last one repeats for the remaining items).
+
+Then cancel or refund that order: the paid run prints its store order id. Give the same product and variant ids
+again. A refund gives back the chosen line items (--line 2 is the sample's second line, VIP; all lines by
+default) and their price, or --amount:
+
+    .venv/bin/python scripts/send_sample_webhook.py --platform shopify --secret ... --variant-id ... \
+        --variant-id ... --event refund --order-id <store order id> --line 2 --note "Cannot come"
+    .venv/bin/python scripts/send_sample_webhook.py --platform shopify --secret ... --event cancel --order-id <id>
+
+Pass --refund-id again to see the same refund answered as a duplicate.
 """
 import argparse
 import json
@@ -43,20 +54,69 @@ def pick(values: list[str], index: int) -> str | None:
     return values[min(index, len(values) - 1)]
 
 
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def chosen_lines(args, items: list[dict]) -> list[dict]:
+    """The sample's line items a refund gives back: --line N (1-based, repeatable), all by default."""
+    if not args.line:
+        return items
+    if any(not 1 <= n <= len(items) for n in args.line):
+        sys.exit(f"--line must be between 1 and {len(items)}: the sample order has {len(items)} line items")
+    return [items[n - 1] for n in dict.fromkeys(args.line)]
+
+
+def line_total(price: str, quantity: int, discount: str = "0") -> str:
+    return f"{float(price) * quantity - float(discount):.2f}"
+
+
+def shopify_refund(order: dict, args) -> dict:
+    """A Refund resource as Shopify posts it with refunds/create."""
+    refund_id = int(args.refund_id) if args.refund_id else random.randrange(10**11, 10**12)
+    lines = []
+    for item in chosen_lines(args, order["line_items"]):
+        discount = sum(float(a["amount"]) for a in item.get("discount_allocations") or [])
+        subtotal = line_total(item["price"], item["quantity"], str(discount))
+        money = {"amount": subtotal, "currency_code": order["currency"]}
+        lines.append({"id": random.randrange(10**11, 10**12), "quantity": item["quantity"], "line_item_id": item["id"],
+                      "location_id": None, "restock_type": "cancel", "subtotal": float(subtotal), "total_tax": 0.0,
+                      "subtotal_set": {"shop_money": money, "presentment_money": money},
+                      "total_tax_set": {"shop_money": {"amount": "0.00", "currency_code": order["currency"]},
+                                        "presentment_money": {"amount": "0.00", "currency_code": order["currency"]}},
+                      "line_item": item})
+    amount = args.amount or f"{sum(line['subtotal'] for line in lines):.2f}"
+    return {
+        "id": refund_id, "order_id": order["id"], "created_at": now_iso(), "processed_at": now_iso(),
+        "note": args.note, "user_id": None, "restock": True, "duties": [], "order_adjustments": [],
+        "admin_graphql_api_id": f"gid://shopify/Refund/{refund_id}", "refund_line_items": lines,
+        "transactions": [{"id": random.randrange(10**12, 10**13), "order_id": order["id"], "kind": "refund",
+                          "gateway": "shopify_payments", "status": "success", "message": None,
+                          "created_at": now_iso(), "processed_at": now_iso(), "test": False, "authorization": None,
+                          "parent_id": random.randrange(10**12, 10**13), "amount": amount,
+                          "currency": order["currency"]}],
+    }
+
+
 def shopify_request(args) -> tuple[bytes, dict]:
     order = json.loads((FIXTURES / "shopify_orders_paid.json").read_text())
-    order["id"] = int(args.order_id) if args.order_id else random.randrange(10**12, 10**13)
-    order["admin_graphql_api_id"] = f"gid://shopify/Order/{order['id']}"
     order["name"] = f"#{random.randrange(1000, 99999)}" if not args.order_id else f"#{args.order_id}"
+    args.order_id = args.order_id or str(random.randrange(10**12, 10**13))
+    order["id"] = int(args.order_id)
+    order["admin_graphql_api_id"] = f"gid://shopify/Order/{order['id']}"
     if args.email:
         order["email"] = order["contact_email"] = order["customer"]["email"] = args.email
     for index, item in enumerate(order["line_items"]):
         item["product_id"] = int(pick(args.product_id, index) or item["product_id"])
         item["variant_id"] = int(pick(args.variant_id, index) or item["variant_id"])
-    body = json.dumps(order).encode()
+    topic = {"paid": shopify.TOPIC, "cancel": shopify.CANCELLED_TOPIC, "refund": shopify.REFUND_TOPIC}[args.event]
+    if args.event == "cancel":
+        order.update(cancelled_at=now_iso(), cancel_reason=args.cancel_reason, financial_status="refunded")
+    payload = shopify_refund(order, args) if args.event == "refund" else order
+    body = json.dumps(payload).encode()
     headers = {
         "Content-Type": "application/json",
-        "X-Shopify-Topic": shopify.TOPIC,
+        "X-Shopify-Topic": topic,
         "X-Shopify-Hmac-Sha256": shopify.signature(body, args.secret),
         "X-Shopify-Shop-Domain": args.shop,
         "X-Shopify-API-Version": "2025-10",
@@ -90,18 +150,39 @@ def wix_request(args, key: rsa.RSAPrivateKey) -> tuple[bytes, dict]:
     envelope = json.loads(claims["data"])
     event = json.loads(envelope["data"])
     order = event["actionEvent"]["body"]["order"]
-    order["id"] = args.order_id or str(uuid.uuid4())
+    args.order_id = order["id"] = args.order_id or str(uuid.uuid4())
     order["number"] = str(random.randrange(10000, 99999))
     event["entityId"] = order["id"]
     event["id"] = args.webhook_id or str(uuid.uuid4())
-    event["eventTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    event["eventTime"] = now_iso()
     if args.email:
         order["buyerInfo"]["email"] = args.email
     for index, item in enumerate(order["lineItems"]):
         reference = item["catalogReference"]
         reference["catalogItemId"] = pick(args.product_id, index) or reference["catalogItemId"]
         reference["options"]["variantId"] = pick(args.variant_id, index) or reference["options"]["variantId"]
-    token = wix.sign(wix.envelope(event, args.instance_id), key)
+    event_type = wix.EVENT_TYPE
+    if args.event == "cancel":
+        event_type = wix.CANCELED_EVENT
+        order.update(status="CANCELED")
+        event.update(slug="canceled", actionEvent={"body": {"order": order, "restockAllItems": True,
+                                                            "sendOrderCanceledEmail": False}})
+    elif args.event == "refund":
+        event_type = wix.REFUND_EVENT
+        items = chosen_lines(args, order["lineItems"])
+        paid = sum(float(line_total(i["price"]["amount"], i["quantity"], i["totalDiscount"]["amount"])) for i in items)
+        amount = args.amount or f"{paid:.2f}"
+        refund = {"id": args.refund_id or str(uuid.uuid4()), "createdDate": now_iso(),
+                  "transactions": [{"paymentId": str(uuid.uuid4()), "refundStatus": "SUCCEEDED",
+                                    "externalRefund": False,
+                                    "amount": {"amount": amount, "formattedAmount": f"${amount}"}}],
+                  "details": {"items": [{"lineItemId": i["id"], "quantity": i["quantity"]} for i in items],
+                              "shippingIncluded": False, "reason": args.note}}
+        event.update(entityFqdn="wix.ecom.v1.order_transactions", slug="refund_completed",
+                     actionEvent={"body": {"orderId": order["id"], "refund": refund,
+                                           "sideEffects": {"restockInfo": {"type": "NO_ITEMS"},
+                                                           "sendOrderRefundedEmail": False}}})
+    token = wix.sign(wix.envelope(event, args.instance_id, event_type), key)
     return token.encode(), {"Content-Type": "text/plain"}
 
 
@@ -122,7 +203,19 @@ def main() -> int:
     parser.add_argument("--email", help="the buyer's e-mail address")
     parser.add_argument("--order-id", help="the store's order id (default: a new one each run)")
     parser.add_argument("--webhook-id", help="the delivery id (default: a new one); repeat one to try a replay")
+    parser.add_argument("--event", choices=("paid", "cancel", "refund"), default="paid",
+                        help="what to send: the paid order (default), its cancellation, or a refund of it")
+    parser.add_argument("--refund-id", help="refund: the store's refund id (default: a new one); repeat one to try "
+                                            "the same refund again")
+    parser.add_argument("--line", type=int, action="append", default=[],
+                        help="refund: the sample's line item to give back, 1-based (repeatable; default: all)")
+    parser.add_argument("--amount", help="refund: the amount given back (default: the chosen lines' price)")
+    parser.add_argument("--note", default="Refunded in the sample", help="refund: its note (the reason)")
+    parser.add_argument("--cancel-reason", default="customer", help="Shopify cancel: customer, fraud, inventory, "
+                                                                     "declined, staff or other")
     args = parser.parse_args()
+    if args.event != "paid" and not args.order_id and not args.print_public_key:
+        parser.error(f"--event {args.event} needs --order-id: the store order id the paid run printed")
 
     if args.platform == "shopify":
         if not args.secret:
@@ -137,11 +230,14 @@ def main() -> int:
 
     url = f"{args.url.rstrip('/')}/webhooks/{args.platform}"
     response = requests.post(url, data=body, headers=headers, timeout=15)
-    print(f"POST {url} → HTTP {response.status_code}")
+    print(f"POST {url} ({args.event}) → HTTP {response.status_code}")
     try:
         print(json.dumps(response.json(), indent=2))
     except ValueError:
         print(response.text[:2000])
+    if args.event == "paid":
+        print(f"\nStore order id: {args.order_id} (pass --order-id {args.order_id} --event cancel or --event refund "
+              "to cancel or refund it)")
     if response.status_code == 401 and args.platform == "wix":
         print("\nThe portal did not accept the signature: paste the public key from --print-public-key into the "
               "Wix connection.", file=sys.stderr)

@@ -1,7 +1,9 @@
-"""A store's paid order as plain data, whichever platform sent it, and the pure helpers that read one.
+"""A store's paid order, its cancellation and its refunds as plain data, whichever platform sent them, and the
+pure helpers that read them.
 
-shopify.py and wix.py turn their platform's payload into an ExternalOrder; service.py turns that into portal
-orders. Nothing here touches the database or the network.
+shopify.py and wix.py turn their platform's payloads into an ExternalOrder, ExternalCancellation or
+ExternalRefund; service.py and lifecycle.py apply those to portal orders. Nothing here touches the database or
+the network.
 """
 import re
 from dataclasses import dataclass, field
@@ -63,6 +65,71 @@ class ExternalOrder:
         return f"{self.platform}:{self.order_id}"
 
 
+@dataclass
+class ExternalCancellation:
+    """The store cancelled one of its orders."""
+
+    platform: str
+    order_id: str
+    name: str  # what the store calls the order, "" when the payload does not say
+    reason: str
+
+
+@dataclass
+class RefundLine:
+    """Units of one of the store order's line items that a refund gave back."""
+
+    line_id: str
+    quantity: int
+    product_id: str | None = None  # when the refund names them; else they are looked up in the imported order
+    variant_id: str | None = None
+    subtotal: Decimal | None = None  # what the store refunded for these units, when it says
+    title: str = ""
+
+
+@dataclass
+class ExternalRefund:
+    """Money a store gave back on one of its orders, and the line items it was for."""
+
+    platform: str
+    refund_id: str
+    order_id: str
+    # What the refund's transactions gave back; None when it has none (then the lines' subtotals count).
+    amount: Decimal | None
+    lines: list[RefundLine]
+    reason: str
+
+    @property
+    def ref(self) -> str:
+        """The portal refund's external_ref: the same store refund is recorded once per portal order."""
+        return f"{self.platform}:refund:{self.refund_id}"
+
+
+def required_id(value, what: str) -> str:
+    """A store's id of something the payload must name (an order, a refund), as text."""
+    found = identifier(value)
+    if found is None:
+        raise PayloadError(f"{what} is missing")
+    return found
+
+
+def listed(value, what: str) -> list:
+    """A list the payload may leave out (None: empty); anything else is not the platform's shape."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise PayloadError(f"{what} is not a list")
+    return value
+
+
+def refund_units(count: int, units: int) -> int:
+    """Units refunded so far, checked against the same bound as an order's."""
+    units += count
+    if units > MAX_UNITS:
+        raise PayloadError(f"the refund has more than {MAX_UNITS} items; the portal handles at most {MAX_UNITS}")
+    return units
+
+
 def money(value, what: str, required: bool = True) -> Decimal:
     """A non-negative amount from a string, number or {"amount": ...}; to the cent."""
     if isinstance(value, dict):
@@ -83,21 +150,28 @@ def money(value, what: str, required: bool = True) -> Decimal:
 
 
 def quantity(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+    """A count of units: 0-9 digits only ("²" and "٣" are digits to Python, but not to int() or to a store)."""
+    digits = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 9:
         raise PayloadError(f"{what} is not a whole number")
-    return int(value)
+    return int(digits)
+
+
+# Control characters in a store's text become spaces; NUL goes (PostgreSQL refuses it in text: a 500).
+_CONTROLS = {**dict.fromkeys(range(32), " "), 0: None, 127: " "}
 
 
 def text(value, limit: int = 200) -> str:
-    return str(value).strip()[:limit] if value is not None and not isinstance(value, (dict, list)) else ""
+    if value is None or isinstance(value, (dict, list)):
+        return ""
+    return str(value).translate(_CONTROLS).strip()[:limit]
 
 
 def identifier(value) -> str | None:
     """A product or variant id as text ("7513594"), or None."""
     if value is None or isinstance(value, (bool, dict, list)):
         return None
-    value = str(value).strip()
-    return value[:64] or None
+    return text(value, 64) or None
 
 
 def timestamp(value) -> datetime | None:
@@ -106,11 +180,11 @@ def timestamp(value) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(value.strip())
-    except ValueError:
+        if moment.tzinfo is None:
+            return None
+        moment = moment.astimezone(UTC)  # year 9999 at UTC-5 is past the calendar's end: OverflowError
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        return None
-    moment = moment.astimezone(UTC)
     return min(moment, datetime.now(UTC))
 
 

@@ -19,12 +19,15 @@ DISCONNECTED = "disconnected"
 
 # What happened to one webhook delivery.
 CREATED = "created"  # the paid order became portal order(s)
-DUPLICATE = "duplicate"  # a delivery already handled (same webhook id, or same store order)
-REJECTED = "rejected"  # not accepted: bad signature, malformed body, or an order the portal can't import
+CANCELLED = "cancelled"  # the store cancelled the order: so were its portal order(s)
+REFUNDED = "refunded"  # a store refund, recorded on the portal order(s) it was for
+DUPLICATE = "duplicate"  # a delivery already handled (same webhook id, same store order, same refund)
+REJECTED = "rejected"  # not accepted: bad signature, malformed body, or an order or refund the portal can't take
 UNMAPPED = "unmapped"  # some or all line items are not mapped to a ticket type
 OVERSOLD = "oversold"  # imported, but it took more tickets than the capacity left
-IGNORED = "ignored"  # a genuine delivery that is not about a paid order (other topic, not-yet-paid status)
-OUTCOMES = (CREATED, UNMAPPED, OVERSOLD, DUPLICATE, IGNORED, REJECTED)
+IGNORED = "ignored"  # a genuine delivery with nothing to do (other topic, not-yet-paid status, a refund of no ticket)
+UNKNOWN_ORDER = "unknown order"  # a cancellation or refund of a store order the portal never imported
+OUTCOMES = (CREATED, UNMAPPED, OVERSOLD, CANCELLED, REFUNDED, DUPLICATE, IGNORED, UNKNOWN_ORDER, REJECTED)
 NEEDS_ATTENTION = (UNMAPPED, OVERSOLD, REJECTED)
 
 

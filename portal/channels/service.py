@@ -14,8 +14,8 @@ from sqlalchemy.exc import IntegrityError
 from portal.channels import shopify, wix
 from portal.channels.common import ExternalLine, ExternalOrder, attendee_input, describe_item, purchaser, unit_prices
 from portal.channels.models import (
-    CONNECTED, CREATED, DUPLICATE, IGNORED, OVERSOLD, PLATFORM_NAMES, REJECTED, SHOPIFY, UNMAPPED, ChannelMapping,
-    ChannelWebhook, SalesChannel, channel_key,
+    CONNECTED, CREATED, DUPLICATE, IGNORED, OVERSOLD, PLATFORM_NAMES, REJECTED, SHOPIFY, UNKNOWN_ORDER, UNMAPPED,
+    ChannelMapping, ChannelWebhook, SalesChannel, channel_key,
 )
 from portal.events.models import Event, TicketType
 from portal.extensions import db
@@ -60,10 +60,12 @@ def first_import(channel: SalesChannel, external_order_id: str) -> ChannelWebhoo
 
 
 def record(channel: SalesChannel, outcome: str, detail: str, *, topic: str = "", webhook_id: str | None = None,
-           order_ref: tuple[str | None, str | None] = (None, None)) -> ChannelWebhook:
-    """Log a delivery that created no order, and commit. order_ref: the store's (order id, order name)."""
+           order_ref: tuple[str | None, str | None] = (None, None), order_id: int | None = None) -> ChannelWebhook:
+    """Log a delivery that created no order, and commit. order_ref: the store's (order id, order name);
+    order_id: the first portal order it changed (a cancellation or refund), for the log's links."""
     entry = ChannelWebhook(channel_id=channel.id, topic=topic[:120], webhook_id=webhook_id, outcome=outcome,
-                           detail=detail, external_order_id=order_ref[0], external_order_name=order_ref[1])
+                           detail=detail, external_order_id=order_ref[0], external_order_name=order_ref[1],
+                           order_id=order_id)
     channel.last_webhook_at = utcnow()
     db.session.add(entry)
     try:
@@ -75,7 +77,7 @@ def record(channel: SalesChannel, outcome: str, detail: str, *, topic: str = "",
             raise
         return record(channel, DUPLICATE, f"Delivery {webhook_id} was already received; nothing new was created.",
                       topic=topic)
-    if outcome in (REJECTED, DUPLICATE, IGNORED):
+    if outcome in (REJECTED, DUPLICATE, IGNORED, UNKNOWN_ORDER):
         _prune(channel.id, outcome)
     return entry
 
@@ -187,13 +189,17 @@ def parse_stored(platform: str, payload: str) -> ExternalOrder:
 
 
 def orders_of(entry: ChannelWebhook) -> list[Order]:
-    """The portal orders a delivery created (one per event of the store order)."""
+    """The portal orders a delivery created or changed (one per event of the store order)."""
     if not entry.external_order_id:
         return []
-    channel = db.session.get(SalesChannel, entry.channel_id)
+    return orders_for(db.session.get(SalesChannel, entry.channel_id), entry.external_order_id)
+
+
+def orders_for(channel: SalesChannel, external_order_id: str) -> list[Order]:
+    """The portal orders imported from one store order: one per event it had tickets for."""
     return list(db.session.scalars(select(Order).where(
         Order.organizer_id == channel.organizer_id,
-        Order.external_ref == f"{channel.platform}:{entry.external_order_id}").order_by(Order.id)))
+        Order.external_ref == f"{channel.platform}:{external_order_id}").order_by(Order.id)))
 
 
 def _import(channel: SalesChannel, external: ExternalOrder, lines: list[ExternalLine], entry: ChannelWebhook,

@@ -1,14 +1,16 @@
-"""The endpoints Shopify and Wix deliver paid orders to. Server to server: authenticated by signature, not CSRF.
+"""The endpoints Shopify and Wix deliver paid orders, cancellations and refunds to. Server to server:
+authenticated by signature, not CSRF.
 
 Every answer is JSON. 401 bad signature, 404 unknown store, 400 malformed body, 413 too large: nothing is
-imported. A replay gets 200 and changes nothing; so does a delivery that is not about a paid order.
+imported or changed. A replay gets 200 and changes nothing; so does a delivery the portal has nothing to do with,
+and a cancellation or refund of a store order that was never imported.
 """
 import json
 
 from flask import Blueprint, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from portal.channels import service, shopify, wix
+from portal.channels import lifecycle, service, shopify, wix
 from portal.channels.common import PayloadError, text
 from portal.channels.models import IGNORED, REJECTED, SHOPIFY, WIX
 from portal.extensions import csrf
@@ -33,42 +35,52 @@ def too_large(error):
 
 @bp.post("/shopify", endpoint="shopify")
 def shopify_webhook():
-    """orders/paid from a connected Shopify store."""
+    """orders/paid, orders/cancelled and refunds/create from a connected Shopify store."""
     body = request.get_data(cache=False)
     channel = service.connected_channel(SHOPIFY, shopify.normalize_shop(request.headers.get("X-Shopify-Shop-Domain")))
     if channel is None:
         return answer(404, "No connected Shopify store has this shop domain.")
-    topic = request.headers.get("X-Shopify-Topic", "")
+    topic = text(request.headers.get("X-Shopify-Topic"), 120)
     if not shopify.verify(body, channel.secret, request.headers.get("X-Shopify-Hmac-Sha256")):
         service.record(channel, REJECTED, "The signature (X-Shopify-Hmac-Sha256) does not match the secret saved in "
                        "the portal. Check that the secret is the one your webhooks are signed with.", topic=topic)
         return answer(401, "The signature does not match.")
-    webhook_id = (request.headers.get("X-Shopify-Webhook-Id") or "").strip()[:200] or None
+    webhook_id = text(request.headers.get("X-Shopify-Webhook-Id"), 200) or None
     if earlier := service.seen(channel, webhook_id):
         return done(service.duplicate_of(channel, earlier, topic, webhook_id))
-    if topic != shopify.TOPIC:
-        return done(service.record(channel, IGNORED, f"Topic {topic[:60] or '(none)'!r} is not {shopify.TOPIC}; "
-                                   "only paid orders are imported.", topic=topic, webhook_id=webhook_id))
+    if topic not in shopify.TOPICS:
+        return done(service.record(channel, IGNORED, f"Topic {topic[:60] or '(none)'!r} is not one the portal "
+                                   f"handles ({', '.join(shopify.TOPICS)}).", topic=topic, webhook_id=webhook_id))
     try:
         payload = json.loads(body)
         if not isinstance(payload, dict):
             raise ValueError
-    except ValueError:
+    except (ValueError, RecursionError):
         service.record(channel, REJECTED, "The body is not a JSON object.", topic=topic)
         return answer(400, "The body is not a JSON object.")
+    what = {shopify.TOPIC: "order", shopify.CANCELLED_TOPIC: "cancelled order", shopify.REFUND_TOPIC: "refund"}[topic]
     try:
-        external = shopify.parse_order(payload)
+        if topic == shopify.TOPIC:
+            parsed = shopify.parse_order(payload)
+        elif topic == shopify.CANCELLED_TOPIC:
+            parsed = shopify.parse_cancellation(payload)
+        else:
+            parsed = shopify.parse_refund(payload)
     except PayloadError as exc:
-        service.record(channel, REJECTED, f"The order could not be read: {exc}.", topic=topic)
-        return answer(400, f"The order could not be read: {exc}.")
-    entry = service.import_order(channel, external, topic=topic, webhook_id=webhook_id,
+        service.record(channel, REJECTED, f"The {what} could not be read: {exc}.", topic=topic)
+        return answer(400, f"The {what} could not be read: {exc}.")
+    if topic == shopify.CANCELLED_TOPIC:
+        return done(lifecycle.cancel(channel, parsed, topic=topic, webhook_id=webhook_id))
+    if topic == shopify.REFUND_TOPIC:
+        return done(lifecycle.refund(channel, parsed, topic=topic, webhook_id=webhook_id))
+    entry = service.import_order(channel, parsed, topic=topic, webhook_id=webhook_id,
                                  payload=body.decode("utf-8", errors="replace"))
     return done(entry)
 
 
 @bp.post("/wix", endpoint="wix")
 def wix_webhook():
-    """The eCommerce "Payment Status Updated" event from a connected Wix site (a signed JWT)."""
+    """eCommerce Payment Status Updated, Order Canceled and Refund Completed from a connected Wix site (signed JWTs)."""
     body = request.get_data(cache=False)
     try:
         delivery = wix.read(body)
@@ -87,19 +99,33 @@ def wix_webhook():
     webhook_id = text(delivery.event.get("id"), 200) or None
     if earlier := service.seen(channel, webhook_id):
         return done(service.duplicate_of(channel, earlier, topic, webhook_id))
-    if not wix.is_payment_event(delivery):
-        return done(service.record(channel, IGNORED, f"Event {topic[:80] or '(none)'!r} is not {wix.EVENT_TYPE}; "
-                                   "only paid orders are imported.", topic=topic, webhook_id=webhook_id))
+    kind = wix.kind_of(delivery)
+    if kind is None:
+        handled = ", ".join((wix.EVENT_TYPE, wix.CANCELED_EVENT, wix.REFUND_EVENT))
+        return done(service.record(channel, IGNORED, f"Event {topic[:80] or '(none)'!r} is not one the portal "
+                                   f"handles ({handled}).", topic=topic, webhook_id=webhook_id))
+    what = {wix.EVENT_TYPE: "order", wix.CANCELED_EVENT: "cancelled order", wix.REFUND_EVENT: "refund"}[kind]
     try:
+        if kind == wix.CANCELED_EVENT:
+            return done(lifecycle.cancel(channel, wix.parse_cancellation(delivery.event), topic=topic,
+                                         webhook_id=webhook_id))
+        if kind == wix.REFUND_EVENT:
+            return done(lifecycle.refund(channel, wix.parse_refund(delivery.event), topic=topic,
+                                         webhook_id=webhook_id))
         order = wix.order_of(delivery.event)
         status = order.get("paymentStatus")
+        if status in wix.REFUNDED_STATUSES:
+            return done(service.record(
+                channel, IGNORED, f"Order {text(order.get('number'), 40)}: payment status is {status}. Refunds are "
+                f"recorded from Refund Completed ({wix.REFUND_EVENT}), which says what was refunded; subscribe to "
+                "it too.", topic=topic, webhook_id=webhook_id))
         if status != wix.PAID:
             return done(service.record(
                 channel, IGNORED, f"Order {text(order.get('number'), 40)}: payment status is "
                 f"{text(status, 40) or 'missing'}; it is imported once it is PAID.", topic=topic, webhook_id=webhook_id))
         external = wix.parse_order(order)
     except PayloadError as exc:
-        service.record(channel, REJECTED, f"The order could not be read: {exc}.", topic=topic)
-        return answer(400, f"The order could not be read: {exc}.")
+        service.record(channel, REJECTED, f"The {what} could not be read: {exc}.", topic=topic)
+        return answer(400, f"The {what} could not be read: {exc}.")
     entry = service.import_order(channel, external, topic=topic, webhook_id=webhook_id, payload=json.dumps(order))
     return done(entry)

@@ -1,8 +1,14 @@
-"""Wix's eCommerce "Payment Status Updated" webhook: an RS256 JWT, its nested envelope, and the Order inside.
+"""Wix's eCommerce webhooks: an RS256 JWT, its nested envelope, and the event inside.
 
 The request body is a JWT signed with the app's private key. Its `data` claim is a JSON string holding
 {eventType, instanceId, data}; that `data` is again a JSON string: the event {id, entityFqdn, slug, entityId,
-eventTime, actionEvent: {body: {order, previousPaymentStatus}}}.
+eventTime, actionEvent: {body}}. The bodies read here:
+
+* Payment Status Updated (wix.ecom.v1.order, payment_status_updated): {order, previousPaymentStatus};
+* Order Canceled (wix.ecom.v1.order, canceled): {order, restockAllItems, sendOrderCanceledEmail, customMessage};
+* Order Transactions Refund Completed (wix.ecom.v1.order_transactions, refund_completed): {orderId, refund: {id,
+  transactions: [{paymentId, amount: {amount}, refundStatus}], details: {items: [{lineItemId, quantity}],
+  shippingIncluded, reason}}, sideEffects, orderTransactions}.
 """
 import base64
 import binascii
@@ -16,13 +22,21 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from portal.channels.common import (
-    Buyer, ExternalLine, ExternalOrder, PayloadError, attendees_from_properties, currency, identifier, line_items,
-    money, text, timestamp,
+    Buyer, ExternalCancellation, ExternalLine, ExternalOrder, ExternalRefund, PayloadError, RefundLine,
+    attendees_from_properties, currency, identifier, line_items, listed, money, quantity, refund_units, required_id,
+    text, timestamp,
 )
 from portal.channels.models import WIX
 
 EVENT_TYPE = "wix.ecom.v1.order_payment_status_updated"
+CANCELED_EVENT = "wix.ecom.v1.order_canceled"
+REFUND_EVENT = "wix.ecom.v1.order_transactions_refund_completed"
+# The inner event names itself by entity and slug, for a delivery whose envelope has no eventType.
+_BY_SLUG = {("wix.ecom.v1.order", "payment_status_updated"): EVENT_TYPE,
+            ("wix.ecom.v1.order", "canceled"): CANCELED_EVENT,
+            ("wix.ecom.v1.order_transactions", "refund_completed"): REFUND_EVENT}
 PAID = "PAID"
+REFUNDED_STATUSES = ("FULLY_REFUNDED", "PARTIALLY_REFUNDED")
 NO_VARIANT = "00000000-0000-0000-0000-000000000000"  # what Wix sends for a product without options
 CLOCK_SKEW = 300
 
@@ -84,13 +98,13 @@ def read(body: bytes) -> Delivery:
         header = json.loads(_b64decode(parts[0]))
         claims = json.loads(_b64decode(parts[1]))
         envelope = json.loads(claims["data"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise MalformedToken("the JWT's payload is not JSON with a data claim holding JSON") from None
     if not isinstance(header, dict) or not isinstance(claims, dict) or not isinstance(envelope, dict):
         raise MalformedToken("the JWT's header or payload is not a JSON object")
     try:
         event = json.loads(envelope["data"]) if isinstance(envelope.get("data"), str) else envelope.get("data")
-    except ValueError:
+    except (ValueError, RecursionError):
         event = None
     return Delivery(header=header, claims=claims, signing_input=f"{parts[0]}.{parts[1]}".encode(),
                     signature=_b64decode(parts[2]), event_type=text(envelope.get("eventType"), 120),
@@ -137,18 +151,33 @@ def envelope(event: dict, instance_id: str, event_type: str = EVENT_TYPE, lifeti
     return {"data": data, "iat": now, "exp": now + lifetime}
 
 
-def is_payment_event(delivery: Delivery) -> bool:
+def kind_of(delivery: Delivery) -> str | None:
+    """EVENT_TYPE, CANCELED_EVENT or REFUND_EVENT; None for any other event."""
     if delivery.event_type:
-        return delivery.event_type == EVENT_TYPE
-    event = delivery.event or {}  # no eventType: the inner event names itself by entity and slug
-    return event.get("entityFqdn") == "wix.ecom.v1.order" and event.get("slug") == "payment_status_updated"
+        return delivery.event_type if delivery.event_type in _BY_SLUG.values() else None
+    event = delivery.event or {}
+    key = (event.get("entityFqdn"), event.get("slug"))
+    return _BY_SLUG.get(key) if all(isinstance(part, str) for part in key) else None
+
+
+def is_payment_event(delivery: Delivery) -> bool:
+    return kind_of(delivery) == EVENT_TYPE
+
+
+def _body(event: dict) -> dict:
+    try:
+        body = event["actionEvent"]["body"]
+    except (KeyError, TypeError):
+        raise PayloadError("the event has no actionEvent.body") from None
+    if not isinstance(body, dict):
+        raise PayloadError("actionEvent.body is not an object")
+    return body
 
 
 def order_of(event: dict) -> dict:
-    try:
-        order = event["actionEvent"]["body"]["order"]
-    except (KeyError, TypeError):
-        raise PayloadError("the event has no actionEvent.body.order") from None
+    order = _body(event).get("order")
+    if order is None:
+        raise PayloadError("the event has no actionEvent.body.order")
     if not isinstance(order, dict):
         raise PayloadError("actionEvent.body.order is not an object")
     return order
@@ -174,7 +203,7 @@ def parse_order(order: dict) -> ExternalOrder:
         options = _dict(reference.get("options"))
         variant = identifier(options.get("variantId"))
         pairs = list(_dict(options.get("customTextFields")).items())
-        for line in item.get("descriptionLines") or []:
+        for line in listed(item.get("descriptionLines"), f"{what}'s descriptionLines"):
             if isinstance(line, dict) and isinstance(line.get("plainText"), dict):
                 pairs.append((_dict(line.get("name")).get("original", ""), line["plainText"].get("original", "")))
         name = _dict(item.get("productName"))
@@ -197,10 +226,51 @@ def parse_order(order: dict) -> ExternalOrder:
     shipping = money(summary.get("shipping"), "priceSummary.shipping", required=False)
     if shipping:
         other.append(f"Wix also charged {order_currency} {shipping} of shipping, which is not part of the ticket prices.")
-    codes = [text(_dict(d.get("coupon")).get("code"), 40) for d in order.get("appliedDiscounts") or []
-             if isinstance(d, dict)]
+    codes = [text(_dict(d.get("coupon")).get("code"), 40)
+             for d in listed(order.get("appliedDiscounts"), "appliedDiscounts") if isinstance(d, dict)]
     return ExternalOrder(
         platform=WIX, order_id=text(order["id"], 64), name=text(order.get("number"), 64) or text(order["id"], 64),
         currency=order_currency, placed_at=timestamp(order.get("createdDate")), buyer=buyer, lines=lines,
         discount_codes=[c for c in codes if c], other_charges=other,
     )
+
+
+def parse_cancellation(event: dict) -> ExternalCancellation:
+    """Order Canceled: the order (by id and number) and the message sent to the buyer, if any."""
+    body = _body(event)
+    order = order_of(event)
+    order_id = required_id(order.get("id"), "the order's id")
+    reason = text(body.get("customMessage"), 500) or "Cancelled in Wix"
+    return ExternalCancellation(platform=WIX, order_id=order_id, name=text(order.get("number"), 64), reason=reason)
+
+
+def parse_refund(event: dict) -> ExternalRefund:
+    """Refund Completed: the refund's id, what its SUCCEEDED transactions gave back, its items and reason."""
+    body = _body(event)
+    order_id = required_id(body.get("orderId"), "actionEvent.body.orderId")
+    refund = body.get("refund")
+    if not isinstance(refund, dict):
+        raise PayloadError("actionEvent.body.refund is missing or not an object")
+    refund_id = required_id(refund.get("id"), "the refund's id")
+    amount = None
+    for position, transaction in enumerate(listed(refund.get("transactions"), "refund.transactions"), start=1):
+        if not isinstance(transaction, dict):
+            raise PayloadError(f"refund transaction {position} is not an object")
+        given = money(transaction.get("amount"), f"refund transaction {position}'s amount")
+        # Refund Completed comes once every transaction is final: SUCCEEDED gave money back, FAILED did not.
+        ok = transaction.get("refundStatus") == "SUCCEEDED"
+        amount = (amount if amount is not None else money(0, "amount")) + (given if ok else 0)
+    details = refund.get("details")
+    if details is not None and not isinstance(details, dict):
+        raise PayloadError("refund.details is not an object")
+    details = details or {}
+    lines, units = [], 0
+    for position, item in enumerate(listed(details.get("items"), "refund.details.items"), start=1):
+        what = f"refund item {position}"
+        if not isinstance(item, dict):
+            raise PayloadError(f"{what} is not an object")
+        count = quantity(item.get("quantity"), f"{what}'s quantity")
+        units = refund_units(count, units)
+        lines.append(RefundLine(line_id=required_id(item.get("lineItemId"), f"{what}'s lineItemId"), quantity=count))
+    return ExternalRefund(platform=WIX, refund_id=refund_id, order_id=order_id, amount=amount, lines=lines,
+                          reason=text(details.get("reason"), 500) or "Refunded in Wix")
