@@ -166,7 +166,8 @@ def revoke(refresh_token: str) -> None:
 
 # --- API ---------------------------------------------------------------------------------------------
 
-def _api(method: str, path: str, access_token: str, body: dict | None = None) -> ApiResponse:
+def _api(method: str, path: str, access_token: str, body: dict | None = None,
+         params: dict | None = None) -> ApiResponse:
     headers = {
         "Authorization": f"Bearer {access_token}",
         "revision": _config("KLAVIYO_API_REVISION"),
@@ -179,7 +180,8 @@ def _api(method: str, path: str, access_token: str, body: dict | None = None) ->
     url = _config("KLAVIYO_API_BASE").rstrip("/") + path
     started = time.perf_counter()
     try:
-        response = _http().request(method, url, headers=headers, data=data, timeout=_config("KLAVIYO_TIMEOUT"))
+        response = _http().request(method, url, headers=headers, data=data, params=params,
+                                   timeout=_config("KLAVIYO_TIMEOUT"))
     except requests.RequestException as exc:
         _local.session = None  # a broken pooled connection must not be reused
         raise KlaviyoUnavailable(type(exc).__name__) from exc
@@ -204,3 +206,39 @@ def create_event(access_token: str, body: dict) -> ApiResponse:
 
 def bulk_create_events(access_token: str, body: dict) -> ApiResponse:
     return _api("POST", "/api/event-bulk-create-jobs", access_token, body)
+
+
+def get_metrics(access_token: str, params: dict | None = None) -> ApiResponse:
+    """One page of the account's metrics (up to 200); `page[cursor]` in params for the next one."""
+    return _api("GET", "/api/metrics", access_token, params=params)
+
+
+def get_events(access_token: str, params: dict | None = None) -> ApiResponse:
+    """One page of the account's events (up to 200), e.g. filtered by metric and time, to read ours back."""
+    return _api("GET", "/api/events", access_token, params=params)
+
+
+def get_flows(access_token: str, params: dict | None = None) -> ApiResponse:
+    """One page of the account's flows (up to 50), e.g. filtered by name."""
+    return _api("GET", "/api/flows", access_token, params=params)
+
+
+def create_flow(access_token: str, body: dict) -> ApiResponse:
+    return _api("POST", "/api/flows", access_token, body)
+
+
+def create_segment(access_token: str, body: dict) -> ApiResponse:
+    return _api("POST", "/api/segments", access_token, body)
+
+
+def get_lists(access_token: str, params: dict | None = None) -> ApiResponse:
+    """One page of the account's lists (up to 10); `page[cursor]` in params for the next one."""
+    return _api("GET", "/api/lists", access_token, params=params)
+
+
+def create_list(access_token: str, body: dict) -> ApiResponse:
+    return _api("POST", "/api/lists", access_token, body)
+
+
+def bulk_subscribe_profiles(access_token: str, body: dict) -> ApiResponse:
+    return _api("POST", "/api/profile-subscription-bulk-create-jobs", access_token, body)

@@ -48,6 +48,7 @@ def config_view() -> dict:
         "code_lifetime": config["SANDBOX_CODE_LIFETIME"],
         "refresh_token_lifetime": config["SANDBOX_REFRESH_TOKEN_LIFETIME"],
         "enforce_rate_limits": config["SANDBOX_ENFORCE_RATE_LIMITS"],
+        "events_visible_after": config["SANDBOX_EVENTS_VISIBLE_AFTER"],
         "accounts": [{"id": a["id"], "organization_name": a["organization_name"]} for a in accounts()],
         "rate_limits": {name: {"scope": scope, "burst_per_second": burst, "steady_per_minute": steady}
                         for name, (scope, burst, steady) in rate_limit_tiers().items()},

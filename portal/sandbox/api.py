@@ -16,21 +16,33 @@ from functools import cache
 
 from flask import Blueprint, current_app, g, request
 
-from portal.sandbox import jsonapi, schemas, store
+from portal.sandbox import jsonapi, objects_store, schemas, store
 from portal.sandbox.context import account, db, state
-from portal.sandbox.settings import rate_limit_tiers
+from portal.sandbox.settings import daily_limits, rate_limit_tiers
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 REVISION_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.[A-Za-z0-9]+)?$")
 FIRST_REVISION = date(2022, 10, 17)
 ENDPOINTS = {"api.get_accounts": "accounts", "api.get_account": "accounts",
-             "api.create_event": "events", "api.bulk_create_events": "bulk"}
+             "api.create_event": "events", "api.bulk_create_events": "bulk",
+             # flows, segments and metrics (objects_api.py), checked by this same guard
+             "objects.get_metrics": "metrics", "objects.get_flows": "flows_read",
+             "objects.create_flow": "flows_create", "objects.create_segment": "segments_create",
+             # lists and list subscriptions (lists_api.py)
+             "lists.get_lists": "lists_read", "lists.create_list": "lists_create",
+             "lists.bulk_subscribe_profiles": "subscribe",
+             "events_read.get_events": "events_read"}  # Get Events (events_read.py)
 
 
 @cache
 def _tiers() -> dict[str, tuple[str, int, int]]:
     return rate_limit_tiers()
+
+
+@cache
+def _daily() -> dict[str, int]:
+    return daily_limits()
 
 
 @cache
@@ -88,11 +100,15 @@ def guard():
     if problem:
         return jsonapi.error_response(400, "invalid", problem, parameter="revision")
     scope, burst, steady = _tiers()[ENDPOINTS[request.endpoint]]
-    if scope not in token["scopes"].split(" "):
+    granted = token["scopes"].split(" ")
+    missing = [name for name in scope.split(" ") if name not in granted]
+    if missing:
         return jsonapi.error_response(
-            403, "permission_denied", f"Your access token is missing required scopes: {scope}")
-    decision = state().limiter.hit((token["installation_id"], ENDPOINTS[request.endpoint]), burst, steady,
-                                   enforce=current_app.config["SANDBOX_ENFORCE_RATE_LIMITS"])
+            403, "permission_denied", f"Your access token is missing required scopes: {', '.join(missing)}")
+    tier = ENDPOINTS[request.endpoint]
+    decision = state().limiter.hit((token["installation_id"], tier), burst, steady,
+                                   enforce=current_app.config["SANDBOX_ENFORCE_RATE_LIMITS"],
+                                   daily=_daily().get(tier))
     if not decision.allowed:
         store.bump(db(), "throttled_429")
         return jsonapi.error_response(
@@ -164,6 +180,12 @@ def _event_row(attrs: dict, profile: dict, backfill: bool, source: str, now: flo
             schemas.profile_key(profile), json.dumps(profile_out), json.dumps(attrs["properties"]),
             given if given is not None else when, given is not None, when, attrs.get("value"),
             attrs.get("value_currency"), bool(backfill), source, now)
+
+
+def _register_metrics(names: list[str], now: float) -> None:
+    """Klaviyo creates a metric with the first event of its name, branded with the app that sent it."""
+    integration = objects_store.app_integration(g.token["client_id"], current_app.config["SANDBOX_APP_NAME"])
+    objects_store.register_metrics(db(), g.token["account_id"], integration, names, now)
 
 
 def _accepted():
@@ -273,6 +295,7 @@ def create_event():
     else:
         store.record_events(db(), [_event_row(attrs, profile, attrs.get("backfill") or False,
                                               "create_event", now)])
+        _register_metrics([attrs["metric"]["data"]["attributes"]["name"]], now)
     return _accepted()
 
 
@@ -297,4 +320,5 @@ def bulk_create_events():
             backfill = entry["attributes"].get("backfill") or False
         rows.append(_event_row(attrs, profile, backfill, "bulk_create", now))
     store.record_events(db(), rows, dropped)
+    _register_metrics([row[3] for row in rows], now)  # row[3]: the metric's name
     return _accepted()

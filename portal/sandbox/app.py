@@ -8,7 +8,9 @@ import time
 from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
-from portal.sandbox import admin, api, jsonapi, oauth, pages, store
+from portal.sandbox import (
+    admin, api, events_read, jsonapi, lists_api, lists_pages, oauth, objects_api, objects_pages, pages, store,
+)
 from portal.sandbox.context import SandboxState, close_db, db, state
 from portal.sandbox.faults import DROP_FLAG, drop_connection, wrap_wsgi
 from portal.sandbox.settings import DEFAULTS, normalize_account
@@ -38,7 +40,8 @@ def create_sandbox_app(config: dict | None = None) -> Flask:
     app.json.sort_keys = False  # keep documents in the order they are built, like Klaviyo
     app.extensions["klaviyo_sandbox"] = SandboxState(app.config.get("SANDBOX_FAULT_SEED"))
 
-    for blueprint in (oauth.bp, api.bp, admin.bp, pages.bp):
+    for blueprint in (oauth.bp, api.bp, objects_api.bp, events_read.bp, lists_api.bp, admin.bp, objects_pages.bp,
+                      lists_pages.bp, pages.bp):
         app.register_blueprint(blueprint)
     app.before_request(_begin)
     app.after_request(_finish)

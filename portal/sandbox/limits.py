@@ -1,7 +1,8 @@
-"""Klaviyo's rate limits: fixed windows of 1 second (burst) and 60 seconds (steady).
+"""Klaviyo's rate limits: fixed windows of 1 second (burst) and 60 seconds (steady), and for
+some endpoints (Create Flow, Create Segment) a daily window too, from midnight UTC.
 
 Each installed app instance (account + app) gets its own quota per endpoint, as Klaviyo
-gives OAuth apps. Counters live in memory: they only matter for the next minute.
+gives OAuth apps. Counters live in memory: they only matter for the next minute (or day).
 """
 
 from __future__ import annotations
@@ -37,12 +38,32 @@ class RateLimiter:
         self._clock = clock
         self._lock = threading.Lock()
         self._windows: dict[tuple, list] = {}
+        self._days: dict[tuple, list] = {}
 
     def reset(self) -> None:
         with self._lock:
             self._windows.clear()
+            self._days.clear()
 
-    def hit(self, key: tuple, burst: int, steady: int, enforce: bool = True) -> Decision:
+    def _day(self, key: tuple, now: float) -> list:
+        """[day start, requests counted that day] for a key, moved on to today."""
+        day_start = math.floor(now / 86400) * 86400
+        day = self._days.get(key)
+        if day is None or day[0] != day_start:
+            day = self._days[key] = [day_start, 0]
+        return day
+
+    def set_daily_used(self, key: tuple, used: int) -> None:
+        """Say that ``used`` requests were already made today (tests use it to reach a daily limit)."""
+        with self._lock:
+            self._day(key, self._clock())[1] = used
+
+    def daily_used(self, key: tuple) -> int:
+        with self._lock:
+            return self._day(key, self._clock())[1]
+
+    def hit(self, key: tuple, burst: int, steady: int, enforce: bool = True,
+            daily: int | None = None) -> Decision:
         """Count one request; refuse it (without counting) when a window is full."""
         now = self._clock()
         burst_start = math.floor(now)
@@ -56,6 +77,10 @@ class RateLimiter:
                 window[0], window[1] = burst_start, 0
             if window[2] != steady_start:
                 window[2], window[3] = steady_start, 0
+            day = self._day(key, now) if daily else None
+            if enforce and day is not None and day[1] >= daily:
+                retry_after = max(1, math.ceil(day[0] + 86400 - now))
+                return Decision(False, steady, max(0, steady - window[3]), steady_reset, retry_after)
             if enforce and (window[1] >= burst or window[3] >= steady):
                 if window[3] >= steady:
                     retry_after = steady_reset
@@ -64,4 +89,6 @@ class RateLimiter:
                 return Decision(False, steady, max(0, steady - window[3]), steady_reset, retry_after)
             window[1] += 1
             window[3] += 1
+            if day is not None:
+                day[1] += 1
             return Decision(True, steady, max(0, steady - window[3]), steady_reset)

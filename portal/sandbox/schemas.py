@@ -90,6 +90,9 @@ def _convert(node: Any, strict: bool) -> Any:
             continue
         if key in _SCHEMA_MAPS:
             out[key] = {name: _convert(sub, strict) for name, sub in value.items()}
+        elif key == "oneOf" and all(set(sub) <= {"type", "description"} for sub in value):
+            # "oneOf: integer | number" means either: 2 is both, and Klaviyo accepts it.
+            out["anyOf"] = [_convert(sub, strict) for sub in value]
         elif key in _SCHEMA_LISTS:
             out[key] = [_convert(sub, strict) for sub in value]
         elif key in _SCHEMA_SINGLE and isinstance(value, dict):
@@ -154,7 +157,8 @@ def openapi_operation(filename: str) -> dict:
 # keywords, so they are compiled into plain closures that answer "valid or not";
 # jsonschema runs only on bodies that fail, to explain why.
 
-_IGNORED_KEYWORDS = {"description", "default", "format", "title", "$schema", "components"}
+_IGNORED_KEYWORDS = {"description", "default", "format", "title", "$schema", "components", "readOnly",
+                     "writeOnly"}
 
 
 _PY_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),
@@ -163,13 +167,22 @@ _PY_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "nul
 
 def _type_check(names: list[str]):
     """``isinstance`` against the JSON types; true/false never count as numbers."""
-    unknown = set(names) - set(_PY_TYPES)
-    if unknown:  # "integer" is not used by these schemas
+    unknown = set(names) - set(_PY_TYPES) - {"integer"}
+    if unknown:
         raise ValueError(f"cannot compile types {sorted(unknown)}")
     accepted: tuple = ()
     for name in names:
+        if name == "integer":
+            continue
         kind = _PY_TYPES[name]
         accepted += kind if isinstance(kind, tuple) else (kind,)
+    if "integer" in names and "number" not in names:
+        # JSON Schema's integer: a number with no fraction (1.0 counts), never true/false.
+        def check(v):
+            if isinstance(v, accepted) and (v.__class__ is not bool or "boolean" in names):
+                return True
+            return v.__class__ is not bool and (isinstance(v, int) or (isinstance(v, float) and v.is_integer()))
+        return check
     if "number" in names and "boolean" not in names:
         return lambda v: isinstance(v, accepted) and v.__class__ is not bool
     return lambda v: isinstance(v, accepted)
@@ -352,6 +365,11 @@ def _schema_issues(filename: str, schema_name: str, strict: bool, body: Any) -> 
     for error in sorted(validator.iter_errors(body), key=lambda e: list(map(str, e.absolute_path))):
         issues.extend(_issues_from_error(error, body))
     return issues
+
+
+def schema_issues(filename: str, schema_name: str, body: Any, *, strict: bool = True) -> list[ValidationIssue]:
+    """Problems with ``body`` against one schema of a vendored slice (strict: unknown fields too)."""
+    return _schema_issues(filename, schema_name, strict, body)
 
 
 # ---------------------------------------------------------------------------

@@ -102,6 +102,29 @@ class SandboxServer:
         body = {k: v for k, v in (("installation_id", installation_id), ("account_id", account_id)) if v}
         return self._call("POST", "/_sandbox/uninstall", json=body)
 
+    def objects(self, account_id: str | None = None) -> dict:
+        """Metrics, flows (with the body received) and segments: see objects_pages.py."""
+        return self._call("GET", "/_sandbox/objects.json", params={"account_id": account_id} if account_id else None)
+
+    def add_metric(self, name: str, integration: str, category: str | None = None,
+                   account_id: str | None = None) -> dict:
+        """A metric of another integration, e.g. add_metric("Placed Order", "Shopify", "eCommerce")."""
+        body = {"name": name, "integration": {"name": integration, "category": category}, "account_id": account_id}
+        return self._call("POST", "/_sandbox/metrics", json=body)
+
+    def set_daily_usage(self, endpoint: str, used: int, installation_id: str | None = None) -> dict:
+        """Say that `used` requests of a daily limit (flows_create, segments_create) were made today."""
+        body = {"endpoint": endpoint, "daily_used": used, "installation_id": installation_id}
+        return self._call("POST", "/_sandbox/usage", json=body)
+
+    def lists(self, account_id: str | None = None) -> list[dict]:
+        """Every list (deleted ones too), each with its subscribers: see lists_pages.py."""
+        return self._call("GET", "/_sandbox/lists.json", params={"account_id": account_id} if account_id else None)["lists"]
+
+    def delete_list(self, list_id: str) -> dict:
+        """Play the organizer deleting a list in Klaviyo."""
+        return self._call("DELETE", f"/_sandbox/lists/{list_id}")
+
     def consent(self, authorize_url: str, decision: str = "allow", account_id: str | None = None) -> str:
         """Play the organizer on the consent page; returns where Klaviyo redirects the browser."""
         import requests

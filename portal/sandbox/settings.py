@@ -45,6 +45,8 @@ DEFAULTS = {
     "SANDBOX_REFRESH_TOKEN_LIFETIME": 90 * 24 * 3600,
     "SANDBOX_CONSENT_LIFETIME": 600,
     "SANDBOX_ENFORCE_RATE_LIMITS": True,
+    # Get Events shows an event only this many seconds after it arrived (Klaviyo's processing delay).
+    "SANDBOX_EVENTS_VISIBLE_AFTER": 0,
     "SANDBOX_ACCOUNTS": [DEFAULT_ACCOUNT],
 }
 
@@ -56,6 +58,7 @@ RUNTIME_KEYS = {
     "enforce_rate_limits": ("SANDBOX_ENFORCE_RATE_LIMITS", bool),
     "client_secret": ("SANDBOX_CLIENT_SECRET", str),
     "app_name": ("SANDBOX_APP_NAME", str),
+    "events_visible_after": ("SANDBOX_EVENTS_VISIBLE_AFTER", int),
 }
 
 _SCOPE_FAMILIES = (
@@ -97,15 +100,34 @@ def normalize_account(account: dict) -> dict:
     return merged
 
 
+# The sandbox's rate-limit tiers: endpoint -> the vendored slice that names its scope and limits.
+TIER_SLICES = {
+    "accounts": "get_accounts.json", "events": "create_event.json", "bulk": "bulk_create_events.json",
+    "metrics": "get_metrics.json", "flows_read": "get_flows.json", "flows_create": "create_flow.json",
+    "segments_create": "create_segment.json", "events_read": "get_events.json",
+    # lists and list subscriptions (lists_api.py)
+    "lists_read": "get_lists.json", "lists_create": "create_list.json", "subscribe": "bulk_subscribe_profiles.json",
+}
+
+
+def daily_limits() -> dict[str, int]:
+    """Endpoint -> requests allowed a day, for the endpoints whose slice gives a daily limit."""
+    limits = {}
+    for endpoint, filename in TIER_SLICES.items():
+        daily = schemas.openapi_operation(filename)["x-klaviyo-ratelimit"].get("daily")
+        if daily:
+            limits[endpoint] = int(daily.removesuffix("/d"))
+    return limits
+
+
 def rate_limit_tiers() -> dict[str, tuple[str, int, int]]:
-    """Endpoint -> (scope, burst per second, steady per minute), read from the vendored spec."""
+    """Endpoint -> (scopes, burst per second, steady per minute), read from the vendored spec. The scopes are
+    space-separated: Bulk Subscribe Profiles needs three."""
     tiers = {}
-    for endpoint, filename in (("accounts", "get_accounts.json"), ("events", "create_event.json"),
-                               ("bulk", "bulk_create_events.json")):
+    for endpoint, filename in TIER_SLICES.items():
         operation = schemas.openapi_operation(filename)
         limits = operation["x-klaviyo-ratelimit"]
         burst = int(limits["burst"].removesuffix("/s"))
         steady = int(limits["steady"].removesuffix("/m"))
-        (scope,) = operation["x-klaviyo-scopes"]
-        tiers[endpoint] = (scope, burst, steady)
+        tiers[endpoint] = (" ".join(operation["x-klaviyo-scopes"]), burst, steady)
     return tiers

@@ -16,6 +16,8 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from portal.sandbox import lists_store, objects_store
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS consents (
     nonce_hash TEXT PRIMARY KEY,
@@ -86,6 +88,8 @@ CREATE TABLE IF NOT EXISTS events (
     backfill INTEGER NOT NULL,
     source TEXT NOT NULL,
     received_at REAL NOT NULL,
+    times_received INTEGER NOT NULL DEFAULT 1,
+    last_received_at REAL,
     UNIQUE (account_id, metric, profile_key, unique_id)
 );
 CREATE INDEX IF NOT EXISTS events_metric ON events (metric);
@@ -120,7 +124,7 @@ CREATE TABLE IF NOT EXISTS counters (
 """
 
 TABLES = ("consents", "codes", "installations", "grants", "refresh_tokens", "access_tokens",
-          "events", "revokes", "request_log", "counters")
+          "events", "revokes", "request_log", "counters") + objects_store.TABLES + lists_store.TABLES
 
 
 def digest(secret: str) -> str:
@@ -153,9 +157,18 @@ def init(path: str) -> None:
     conn = connect(path)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.executescript(SCHEMA)
+        conn.executescript(SCHEMA + objects_store.SCHEMA + lists_store.SCHEMA)
+        _add_missing_columns(conn)
     finally:
         conn.close()
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """A sandbox file made before the repeat counts still opens: add their columns."""
+    have = {row["name"] for row in conn.execute("PRAGMA table_info(events)")}
+    for column, kind in (("times_received", "INTEGER NOT NULL DEFAULT 1"), ("last_received_at", "REAL")):
+        if column not in have:
+            conn.execute(f"ALTER TABLE events ADD COLUMN {column} {kind}")
 
 
 @contextmanager
@@ -346,17 +359,31 @@ EVENT_COLUMNS = ("id", "account_id", "installation_id", "metric", "profile_key",
                  "backfill", "source", "received_at")
 
 
+_EVENT_KEY = tuple(EVENT_COLUMNS.index(c) for c in ("account_id", "metric", "profile_key", "unique_id"))
+_RECEIVED_AT = EVENT_COLUMNS.index("received_at")
+
+
 def record_events(conn: sqlite3.Connection, rows: list[tuple], dropped: int = 0) -> int:
     """Record events in one transaction; returns how many were new.
 
-    A row whose (account, metric, profile, unique_id) is already stored is a duplicate:
-    ``INSERT OR IGNORE`` against the UNIQUE index skips it, and it is only counted.
+    A row whose (account, metric, profile, unique_id) is already stored is a duplicate: it is
+    not stored again (Klaviyo keeps one event), but the stored event counts it in
+    ``times_received``, so what was sent can be told apart from what was kept.
     """
-    placeholders = ", ".join("?" for _ in EVENT_COLUMNS)
+    received: dict[tuple, list[tuple]] = {}
+    for row in rows:
+        received.setdefault(tuple(row[i] for i in _EVENT_KEY), []).append(row)
+    placeholders = ", ".join("?" for _ in range(len(EVENT_COLUMNS) + 2))
     with transaction(conn):
+        conn.executemany(
+            "UPDATE events SET times_received = times_received + ?, last_received_at = ? "
+            "WHERE account_id = ? AND metric = ? AND profile_key = ? AND unique_id = ?",
+            [(len(same), same[-1][_RECEIVED_AT], *key) for key, same in received.items()])
         before = conn.total_changes
         conn.executemany(
-            f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({placeholders})", rows)
+            f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}, times_received, last_received_at) "
+            f"VALUES ({placeholders})",
+            [(*same[0], len(same), same[-1][_RECEIVED_AT]) for same in received.values()])
         inserted = conn.total_changes - before
         bump(conn, "events_accepted", inserted)
         bump(conn, "duplicates_ignored", len(rows) - inserted)
@@ -399,6 +426,8 @@ def _event_dict(row: sqlite3.Row) -> dict:
         "backfill": bool(row["backfill"]),
         "source": row["source"],
         "received_at": row["received_at"],
+        "times_received": row["times_received"],
+        "last_received_at": row["last_received_at"],
     }
 
 

@@ -1,8 +1,9 @@
 """One rate limiter per Klaviyo installation, kept in Redis and so shared by every worker process.
 
 Klaviyo counts requests per installed app instance in fixed windows: a 1 s burst window and a 60 s
-steady window, per endpoint. We keep a sliding log of our requests, a little under Klaviyo's figures, and
-additionally stop everyone when Klaviyo answers 429 (Retry-After) or reports RateLimit-Remaining: 0.
+steady window, per endpoint, and for a few endpoints (Create Flow, Create Segment) a daily one. We keep a
+sliding log of our requests, a little under Klaviyo's figures, and additionally stop everyone when Klaviyo
+answers 429 (Retry-After) or reports RateLimit-Remaining: 0.
 """
 import random
 import time
@@ -16,7 +17,17 @@ KLAVIYO_LIMITS = {
     "events": (350, 3500),  # XL: Create Event
     "bulk": (10, 150),  # M: Bulk Create Events
     "accounts": (1, 15),  # XS: Get Accounts
+    "metrics": (10, 150),  # M: Get Metrics
+    "events_read": (350, 3500),  # XL: Get Events
+    "flows_read": (3, 60),  # S: Get Flows
+    "flows_create": (1, 15),  # XS: Create Flow (and 100 a day)
+    "segments_create": (1, 15),  # XS: Create Segment (and 100 a day)
+    "lists_read": (75, 750),  # L: Get Lists
+    "lists_create": (10, 150),  # M: Create List (and 150 a day)
+    "subscribe": (75, 750),  # L: Bulk Subscribe Profiles
 }
+# endpoint -> requests a day. No headroom here: a sliding 24 h log never holds more than any fixed day does.
+KLAVIYO_DAILY_LIMITS = {"flows_create": 100, "segments_create": 100, "lists_create": 150}
 HEADROOM = 0.9
 
 # A sliding log per window: at most N requests in ANY 1 s (and any 60 s) span, so we stay under
@@ -36,6 +47,16 @@ if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then
   local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
   return math.max(1, tonumber(oldest[2]) + 60000 - now)
 end
+local daily = tonumber(ARGV[4])
+if daily > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - 86400000)
+  if redis.call('ZCARD', KEYS[4]) >= daily then
+    local oldest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+    return math.max(1, tonumber(oldest[2]) + 86400000 - now)
+  end
+  redis.call('ZADD', KEYS[4], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[4], 86401000)
+end
 redis.call('ZADD', KEYS[1], now, ARGV[3])
 redis.call('ZADD', KEYS[2], now, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], 2000)
@@ -51,14 +72,33 @@ def _limits(endpoint: str) -> tuple[int, int]:
 
 def _keys(installation: str, endpoint: str):
     base = f"portal:rl:{installation}:{endpoint}"
-    return f"{base}:burst", f"{base}:steady", f"{base}:blocked"
+    return f"{base}:burst", f"{base}:steady", f"{base}:blocked", f"{base}:daily"
 
 
 def try_acquire(installation: str, endpoint: str) -> float:
     """Take one request slot. Returns 0 when granted, else how many seconds to wait before asking again."""
     burst, steady = _limits(endpoint)
-    wait_ms = redis_connection().eval(_ACQUIRE, 3, *_keys(installation, endpoint), burst, steady, uuid.uuid4().hex)
+    daily = KLAVIYO_DAILY_LIMITS.get(endpoint, 0)
+    wait_ms = redis_connection().eval(_ACQUIRE, 4, *_keys(installation, endpoint), burst, steady, uuid.uuid4().hex,
+                                      daily)
     return int(wait_ms) / 1000.0
+
+
+def daily_left(installation: str, endpoint: str) -> int | None:
+    """Requests this endpoint still allows us in the last 24 hours, or None when it has no daily limit."""
+    limit = KLAVIYO_DAILY_LIMITS.get(endpoint)
+    if limit is None:
+        return None
+    r = redis_connection()
+    seconds, micros = r.time()  # Redis's clock, the one the log is kept by
+    now = seconds * 1000 + micros // 1000
+    used = r.zcount(_keys(installation, endpoint)[3], now - 86_400_000, now)
+    return max(0, limit - used)
+
+
+def pace(endpoint: str) -> tuple[int, int]:
+    """(per second, per minute) at which we send to this endpoint: Klaviyo's figures less our headroom."""
+    return _limits(endpoint)
 
 
 def acquire(installation: str, endpoint: str, max_wait: float = 2.0) -> float:
