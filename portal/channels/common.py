@@ -47,6 +47,18 @@ class ExternalLine:
 
 
 @dataclass
+class MarketingConsent:
+    """What a store's order says the buyer agreed to about marketing. A payload without a consent field is no
+    consent: the defaults."""
+
+    email: bool = False
+    sms: bool = False
+    consented_at: datetime | None = None  # when the store recorded it; None: when the order was placed
+    detail: str = ""  # which fields said so, kept as the order's proof
+    language: str | None = None  # the buyer's language, as the store gives it
+
+
+@dataclass
 class ExternalOrder:
     platform: str
     order_id: str
@@ -59,6 +71,7 @@ class ExternalOrder:
     is_test: bool = False
     # Money the store charged that is not a ticket price (tax, shipping), as sentences for the organizer.
     other_charges: list[str] = field(default_factory=list)
+    marketing: MarketingConsent = field(default_factory=MarketingConsent)
 
     @property
     def ref(self) -> str:

@@ -2,12 +2,9 @@
 import re
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
-
-from portal.channels import shopify, wix
-from portal.channels.models import SHOPIFY, WIX, SalesChannel, channel_key
+from portal.channels import ownership, shopify, wix
+from portal.channels.models import CONNECTED, PENDING, SHOPIFY, WIX, SalesChannel
 from portal.events.models import TicketType
-from portal.extensions import db
 
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _SHOPIFY_ID = re.compile(r"\d{1,20}")
@@ -27,7 +24,7 @@ class ConnectForm(Form):
 
 def read_connect(platform: str, form, channel: SalesChannel | None) -> ConnectForm:
     """Shopify: shop domain and webhook secret. Wix: app instance id and public key."""
-    keeping = channel is not None and channel.is_connected
+    keeping = channel is not None and channel.status in (CONNECTED, PENDING) and channel.secret_enc is not None
     if platform == SHOPIFY:
         raw_account, raw_secret = (form.get("shop_domain") or "").strip(), (form.get("secret") or "").strip()
         result = ConnectForm(values={"shop_domain": raw_account})
@@ -64,12 +61,14 @@ def read_connect(platform: str, form, channel: SalesChannel | None) -> ConnectFo
         elif not keeping:
             result.errors["public_key"] = "Paste the public key Wix signs your webhooks with."
         field_name = "instance_id"
-    if result.account and field_name not in result.errors:
-        taken = db.session.scalar(select(SalesChannel).where(SalesChannel.active_key == channel_key(platform, result.account)))
-        if taken is not None and (channel is None or taken.id != channel.id):
-            where = "store" if platform == SHOPIFY else "site"
-            result.errors[field_name] = (f"This {where} is already connected to another portal account. Disconnect it "
-                                         "there first.")
+    # Claims by other accounts never stand in the way (see ownership.py): only the same key, already proved there.
+    secret = result.secret or (channel.secret if keeping else None)
+    if result.account and secret and not result.errors:
+        other = ownership.connected_with_same_key(platform, result.account, secret)
+        if other is not None and (channel is None or other.id != channel.id):
+            where, key = ("store", "secret") if platform == SHOPIFY else ("site", "public key")
+            result.errors[field_name] = (f"This {where} is already connected to another portal account with this "
+                                         f"{key}. One {key} connects to one account: disconnect it there first.")
     return result
 
 

@@ -21,7 +21,8 @@ def cards(organizer_id: int) -> list[dict]:
     for platform in PLATFORMS:
         channel = service.channel_for(organizer_id, platform)
         card = {"platform": platform, "name": PLATFORM_NAMES[platform], "channel": channel,
-                "connected": bool(channel and channel.is_connected), "webhook_url": service.webhook_url(platform)}
+                "connected": bool(channel and channel.is_connected), "pending": bool(channel and channel.is_pending),
+                "webhook_url": service.webhook_url(platform)}
         if channel is not None:
             card["mapped"] = db.session.scalar(select(func.count()).select_from(ChannelMapping).where(
                 ChannelMapping.channel_id == channel.id))
@@ -36,22 +37,21 @@ def cards(organizer_id: int) -> list[dict]:
 @dataclass
 class Saved:
     channel: SalesChannel
-    first_time: bool
+    first_time: bool  # a new claim, pending until the store proves it; False: a proved connection, unchanged
 
 
 def save_connection(organizer_id: int, platform: str, form: ConnectForm) -> Saved:
-    """Connect a store, or save a connected store's new domain, secret or key; and commit."""
+    """Claim a store (pending until its signed webhook arrives), and commit. A proved connection stays proved
+    when nothing changes; a new domain or a new secret or key is a new claim that the store must prove again."""
     channel = service.channel_for(organizer_id, platform)
-    first_time = channel is None or not channel.is_connected
+    if channel is not None and channel.is_connected and not channel.changes(form.account, form.secret):
+        return Saved(channel, False)
     if channel is None:
         channel = SalesChannel(organizer_id=organizer_id, platform=platform)
         db.session.add(channel)
-    if first_time:
-        channel.connect(form.account, form.secret)
-    else:
-        channel.update(form.account, form.secret)
+    channel.connect(form.account, form.secret)
     db.session.commit()
-    return Saved(channel, first_time)
+    return Saved(channel, True)
 
 
 def ticket_types_of(organizer_id: int) -> list[TicketType]:

@@ -1,5 +1,5 @@
 """Sales channels: an organizer's Shopify store or Wix site, its product mappings and its webhook log."""
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, delete, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -14,8 +14,10 @@ WIX = "wix"
 PLATFORMS = (SHOPIFY, WIX)
 PLATFORM_NAMES = {SHOPIFY: "Shopify", WIX: "Wix"}
 
-CONNECTED = "connected"
-DISCONNECTED = "disconnected"
+PENDING = "pending"  # claimed, not yet proved: no delivery signed with its secret or key has arrived
+CONNECTED = "connected"  # proved: the store's own signed webhook arrived
+DISCONNECTED = "disconnected"  # disconnected, or a claim another account proved first with the same key
+CLAIM_LIFETIME = timedelta(days=7)  # how long a claim waits for its proof
 
 # What happened to one webhook delivery.
 CREATED = "created"  # the paid order became portal order(s)
@@ -32,7 +34,7 @@ NEEDS_ATTENTION = (UNMAPPED, OVERSOLD, REJECTED)
 
 
 def channel_key(platform: str, account: str) -> str:
-    """What makes one store belong to one portal account at a time: "shopify:demo.myshopify.com"."""
+    """Which store a claim is on: "shopify:demo.myshopify.com"."""
     return f"{platform}:{account.strip().lower()}"
 
 
@@ -42,8 +44,10 @@ class SalesChannel(db.Model):
     __tablename__ = "sales_channels"
     __table_args__ = (
         UniqueConstraint("organizer_id", "platform", name="uq_sales_channels_organizer_platform"),
-        # "shopify:demo.myshopify.com" while connected, NULL otherwise: one store, one portal account at a time.
+        # The store and a fingerprint of its key while proved, NULL otherwise: one store's signing key, one portal
+        # account (see portal/channels/ownership.py for why the key is part of it).
         UniqueConstraint("active_key", name="uq_sales_channels_active_key"),
+        Index("ix_sales_channels_store_key", "store_key"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -53,11 +57,17 @@ class SalesChannel(db.Model):
     # The shop domain (Shopify, e.g. demo.myshopify.com) or the app instance id (Wix).
     account: Mapped[str] = mapped_column(String(255))
     active_key: Mapped[str | None] = mapped_column(String(300))
+    # channel_key() while pending or connected, NULL otherwise: how a webhook finds the claims on its store.
+    store_key: Mapped[str | None] = mapped_column(String(300))
     # Shopify: the secret webhooks are signed with (HMAC-SHA256). Wix: the app's public key (PEM). Encrypted.
     secret_enc: Mapped[str | None] = mapped_column(Text)
     connected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     disconnected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_webhook_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # while pending
+    proved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when the store's signed webhook proved it
+    # Why a claim ended without being proved (another account proved the same key first), for the card.
+    claim_note: Mapped[str | None] = mapped_column(Text)
 
     mappings: Mapped[list["ChannelMapping"]] = relationship(back_populates="channel", cascade="all, delete-orphan")
 
@@ -67,7 +77,17 @@ class SalesChannel(db.Model):
 
     @property
     def is_connected(self) -> bool:
+        """Proved: its webhooks are imported."""
         return self.status == CONNECTED
+
+    @property
+    def is_pending(self) -> bool:
+        """Claimed and waiting for the store's signed webhook, not yet expired."""
+        return self.status == PENDING and not self.claim_expired
+
+    @property
+    def claim_expired(self) -> bool:
+        return self.status == PENDING and (self.claim_expires_at is None or self.claim_expires_at <= utcnow())
 
     @property
     def secret(self) -> str | None:
@@ -78,27 +98,36 @@ class SalesChannel(db.Model):
         self.secret_enc = encrypt(value)
 
     def connect(self, account: str, secret: str | None) -> None:
+        """Claim the store (with a new secret when one was given): pending until the store proves it."""
         self.account = account
         if secret:
             self.secret = secret
-        self.status = CONNECTED
-        self.active_key = channel_key(self.platform, account)
+        self.status = PENDING
+        self.active_key = None
+        self.store_key = channel_key(self.platform, account)
         self.connected_at = utcnow()
-        self.disconnected_at = None
+        self.claim_expires_at = self.connected_at + CLAIM_LIFETIME
+        self.proved_at = self.disconnected_at = self.claim_note = None
 
-    def update(self, account: str, secret: str | None) -> None:
-        """A connected store's new domain or instance id, and its new secret when one was given."""
-        self.account = account
-        self.active_key = channel_key(self.platform, account)
-        if secret:
-            self.secret = secret
+    def changes(self, account: str, secret: str | None) -> bool:
+        """Whether saving this domain or instance id and this secret (None: keep it) changes the claim."""
+        return channel_key(self.platform, account) != channel_key(self.platform, self.account or "") or \
+            bool(secret and secret != self.secret)
 
-    def disconnect(self) -> None:
+    def prove(self, active_key: str) -> None:
+        """The store's own signed webhook arrived: from now on its webhooks are imported."""
+        self.status = CONNECTED
+        self.active_key = active_key
+        self.proved_at = utcnow()
+        self.claim_expires_at = None
+
+    def disconnect(self, note: str | None = None) -> None:
         """Stop accepting webhooks and forget the secret; mappings and the log stay for a reconnect."""
         self.status = DISCONNECTED
-        self.active_key = None
+        self.active_key = self.store_key = self.claim_expires_at = None
         self.secret_enc = None
         self.disconnected_at = utcnow()
+        self.claim_note = note
 
 
 class ChannelMapping(db.Model):

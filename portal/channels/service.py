@@ -14,9 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from portal.channels import shopify, wix
 from portal.channels.common import ExternalLine, ExternalOrder, attendee_input, describe_item, purchaser, unit_prices
 from portal.channels.models import (
-    CONNECTED, CREATED, DUPLICATE, IGNORED, OVERSOLD, PLATFORM_NAMES, REJECTED, SHOPIFY, UNKNOWN_ORDER, UNMAPPED,
-    ChannelMapping, ChannelWebhook, SalesChannel, channel_key,
+    CREATED, DUPLICATE, IGNORED, OVERSOLD, PLATFORM_NAMES, REJECTED, SHOPIFY, UNKNOWN_ORDER, UNMAPPED,
+    ChannelMapping, ChannelWebhook, SalesChannel,
 )
+from portal.consent.service import ConsentInput
 from portal.events.models import Event, TicketType
 from portal.extensions import db
 from portal.orders.models import Order
@@ -30,14 +31,6 @@ KEEP_PER_OUTCOME = 200  # rejected, duplicate and ignored deliveries kept per ch
 def channel_for(organizer_id: int, platform: str) -> SalesChannel | None:
     return db.session.scalar(select(SalesChannel).where(SalesChannel.organizer_id == organizer_id,
                                                         SalesChannel.platform == platform))
-
-
-def connected_channel(platform: str, account: str) -> SalesChannel | None:
-    """The connected channel a webhook is for (shop domain or Wix instance id), whoever owns it."""
-    if not account:
-        return None
-    return db.session.scalar(select(SalesChannel).where(SalesChannel.active_key == channel_key(platform, account),
-                                                        SalesChannel.status == CONNECTED))
 
 
 def webhook_url(platform: str) -> str:
@@ -265,7 +258,8 @@ def _import(channel: SalesChannel, external: ExternalOrder, lines: list[External
         data = OrderInput(first_name=first, last_name=last, email=email, phone=phone, lines=order_lines,
                           source=channel.platform, is_test=external.is_test, prices=prices,
                           currency=external.currency, placed_at=external.placed_at, external_ref=external.ref,
-                          discount_label=", ".join(external.discount_codes)[:40] or None, notes=notes)
+                          discount_label=", ".join(external.discount_codes)[:40] or None, notes=notes,
+                          consent=_consent(channel, external))
         order = place_order(event, data, allow_oversell=True)
         created.append(order)
         summaries.append(f"Order #{order.id} for {event.name}: {len(order_lines)} ticket(s), "
@@ -288,6 +282,13 @@ def _import(channel: SalesChannel, external: ExternalOrder, lines: list[External
     log.info("channel=%s order=%s imported as %s outcome=%s", channel.id, external.ref,
              [o.id for o in created], entry.outcome)
     return entry
+
+
+def _consent(channel: SalesChannel, external: ExternalOrder) -> ConsentInput:
+    """The store's marketing consent, as the same consent record the portal's checkout writes."""
+    marketing = external.marketing
+    return ConsentInput(email=marketing.email, sms=marketing.sms, channel=channel.platform, language=marketing.language,
+                        consented_at=marketing.consented_at or external.placed_at, source_detail=marketing.detail[:300])
 
 
 def stats(channel: SalesChannel) -> dict:

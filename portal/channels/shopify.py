@@ -10,6 +10,7 @@ from portal.channels.common import (
     attendees_from_properties, currency, identifier, line_items, listed, money, quantity, refund_units, required_id,
     text, timestamp,
 )
+from portal.channels import consent
 from portal.channels.models import SHOPIFY
 
 TOPIC = "orders/paid"
@@ -103,7 +104,7 @@ def parse_order(payload: dict) -> ExternalOrder:
         platform=SHOPIFY, order_id=text(payload["id"], 64), name=text(payload.get("name"), 64) or text(payload["id"]),
         currency=order_currency, placed_at=timestamp(payload.get("processed_at") or payload.get("created_at")),
         buyer=buyer, lines=lines, discount_codes=[c for c in codes if c], is_test=payload.get("test") is True,
-        other_charges=other,
+        other_charges=other, marketing=consent.shopify(payload, customer),
     )
 
 

@@ -4,9 +4,13 @@ from flask_login import current_user, login_required
 from sqlalchemy import select
 
 from portal.channels import forms, manage, service
-from portal.channels.models import NEEDS_ATTENTION, OUTCOMES, PLATFORM_NAMES, SHOPIFY, UNMAPPED, ChannelWebhook, SalesChannel
+from portal.channels.models import (
+    CONNECTED, NEEDS_ATTENTION, OUTCOMES, PENDING, PLATFORM_NAMES, SHOPIFY, UNMAPPED, ChannelWebhook, SalesChannel,
+)
 from portal.extensions import db
 from portal.htmx import render, see_other
+from portal.sync import metric_guard
+from portal.sync.connection import connection_for
 
 bp = Blueprint("channels", __name__, url_prefix="/manage/channels")
 LOG_LIMIT = 100
@@ -18,6 +22,11 @@ def get_channel_or_404(channel_id: int) -> SalesChannel:
     if channel is None or channel.organizer_id != current_user.id:
         abort(404)
     return channel
+
+
+def klaviyo_connected(organizer_id: int) -> bool:
+    connection = connection_for(organizer_id)
+    return connection is not None and connection.is_active
 
 
 def channel_cards() -> list[dict]:
@@ -53,11 +62,17 @@ def connect(platform):
                       values=form.values, errors=form.errors, webhook_url=service.webhook_url(platform)), 422
     saved = manage.save_connection(current_user.id, platform, form)
     channel = saved.channel
+    if platform == SHOPIFY and saved.first_time and klaviyo_connected(current_user.id):
+        metric_guard.request_check(current_user.id)  # Klaviyo's own Shopify integration may send Placed Order too
     if saved.first_time:
-        flash(f"{channel.name} connected ({channel.account}). Register the webhook URL shown on the card, then map "
-              "your products to ticket types.", "success")
+        proof = ("click Send test notification next to one of them" if platform == SHOPIFY
+                 else "make Wix send one of the events")
+        flash(f"Saved. {channel.account} is pending until it proves it is yours: register the webhook URL shown on "
+              f"the card in {channel.name}, then {proof}. The first webhook signed with the "
+              f"{'secret' if platform == SHOPIFY else 'public key'} you entered connects it; nothing is imported "
+              f"before that. The claim expires on {channel.claim_expires_at:%d %b %Y}.", "success")
     else:
-        flash(f"{channel.name} connection saved.", "success")
+        flash(f"{channel.name} connection saved; nothing changed.", "success")
     return see_other("integrations.index")
 
 
@@ -132,12 +147,16 @@ def import_again(channel_id, entry_id):
 def disconnect(channel_id):
     """Stop importing from this store (with a confirmation page first)."""
     channel = get_channel_or_404(channel_id)
-    if not channel.is_connected:
+    if channel.status not in (CONNECTED, PENDING):
         abort(404)
     if request.method in ("GET", "HEAD"):
         return render("channels/disconnect.html", channel=channel)
+    was_pending = channel.status == PENDING
     channel.disconnect()
     db.session.commit()
-    flash(f"{channel.name} disconnected: its webhooks are refused from now on. Orders already imported stay, and "
-          "so do your product mappings. Delete the webhook in your store too.", "success")
+    if was_pending:
+        flash(f"Your claim on {channel.account} is withdrawn. Your product mappings are kept.", "success")
+    else:
+        flash(f"{channel.name} disconnected: its webhooks are refused from now on. Orders already imported stay, and "
+              "so do your product mappings. Delete the webhook in your store too.", "success")
     return see_other("integrations.index")

@@ -4,13 +4,16 @@ authenticated by signature, not CSRF.
 Every answer is JSON. 401 bad signature, 404 unknown store, 400 malformed body, 413 too large: nothing is
 imported or changed. A replay gets 200 and changes nothing; so does a delivery the portal has nothing to do with,
 and a cancellation or refund of a store order that was never imported.
+
+A delivery belongs to the claim on its store whose secret or key verifies it (ownership.route); the first one
+verified with a pending claim's key proves that claim, and is then handled like any other.
 """
 import json
 
 from flask import Blueprint, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from portal.channels import lifecycle, service, shopify, wix
+from portal.channels import lifecycle, ownership, service, shopify, wix
 from portal.channels.common import PayloadError, text
 from portal.channels.models import IGNORED, REJECTED, SHOPIFY, WIX
 from portal.extensions import csrf
@@ -28,6 +31,14 @@ def done(entry):
                   log_id=entry.id, order_id=entry.order_id)
 
 
+def unproved(claim) -> str:
+    if not claim.is_pending:
+        return ""
+    key = "secret" if claim.platform == SHOPIFY else "public key"
+    return (f" Your claim stays pending until a webhook signed with the {key} you saved arrives; it expires "
+            f"{claim.claim_expires_at:%d %b %Y}.")
+
+
 @bp.errorhandler(RequestEntityTooLarge)
 def too_large(error):
     return answer(413, "The body is larger than the portal accepts (1 MB).")
@@ -37,13 +48,18 @@ def too_large(error):
 def shopify_webhook():
     """orders/paid, orders/cancelled and refunds/create from a connected Shopify store."""
     body = request.get_data(cache=False)
-    channel = service.connected_channel(SHOPIFY, shopify.normalize_shop(request.headers.get("X-Shopify-Shop-Domain")))
-    if channel is None:
-        return answer(404, "No connected Shopify store has this shop domain.")
+    shop = shopify.normalize_shop(request.headers.get("X-Shopify-Shop-Domain"))
     topic = text(request.headers.get("X-Shopify-Topic"), 120)
-    if not shopify.verify(body, channel.secret, request.headers.get("X-Shopify-Hmac-Sha256")):
-        service.record(channel, REJECTED, "The signature (X-Shopify-Hmac-Sha256) does not match the secret saved in "
-                       "the portal. Check that the secret is the one your webhooks are signed with.", topic=topic)
+    signature = request.headers.get("X-Shopify-Hmac-Sha256")
+    found = ownership.route(SHOPIFY, shop, lambda claim: shopify.verify(body, claim.secret, signature))
+    if not found.claims:
+        return answer(404, "No connected Shopify store has this shop domain.")
+    channel = found.channel
+    if channel is None:
+        for claim in found.claims:
+            service.record(claim, REJECTED, "The signature (X-Shopify-Hmac-Sha256) does not match the secret saved in "
+                           "the portal. Check that the secret is the one your webhooks are signed with."
+                           + unproved(claim), topic=topic)
         return answer(401, "The signature does not match.")
     webhook_id = text(request.headers.get("X-Shopify-Webhook-Id"), 200) or None
     if earlier := service.seen(channel, webhook_id):
@@ -86,12 +102,24 @@ def wix_webhook():
         delivery = wix.read(body)
     except wix.MalformedToken as exc:
         return answer(400, f"Malformed: {exc}.")
-    channel = service.connected_channel(WIX, delivery.instance_id)
-    if channel is None:
+    problems: dict[int, str] = {}
+
+    def verifies(claim) -> bool:
+        problems[claim.id] = delivery.verify(claim.secret)
+        return problems[claim.id] is None
+
+    found = ownership.route(WIX, delivery.instance_id, verifies)
+    if not found.claims:
         return answer(404, "No connected Wix site has this instance id.")
+    channel = found.channel
     topic = delivery.event_type
-    if problem := delivery.verify(channel.secret):
-        service.record(channel, REJECTED, f"Not accepted: {problem}.", topic=topic)
+    if channel is None:
+        for claim in found.claims:
+            service.record(claim, REJECTED, f"Not accepted: {problems.get(claim.id) or 'no key is saved'}."
+                           + unproved(claim), topic=topic)
+        # The most telling reason: a token one of the keys verified, but expired, says more than a mismatch.
+        reasons = [problems[claim.id] for claim in found.claims if problems.get(claim.id)]
+        problem = next((r for r in reasons if "does not match" not in r), reasons[0] if reasons else "no key is saved")
         return answer(401, f"Not accepted: {problem}.")
     if delivery.event is None:
         service.record(channel, REJECTED, "The event inside the token is not JSON.", topic=topic)

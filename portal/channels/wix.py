@@ -26,6 +26,7 @@ from portal.channels.common import (
     attendees_from_properties, currency, identifier, line_items, listed, money, quantity, refund_units, required_id,
     text, timestamp,
 )
+from portal.channels import consent
 from portal.channels.models import WIX
 
 EVENT_TYPE = "wix.ecom.v1.order_payment_status_updated"
@@ -231,7 +232,7 @@ def parse_order(order: dict) -> ExternalOrder:
     return ExternalOrder(
         platform=WIX, order_id=text(order["id"], 64), name=text(order.get("number"), 64) or text(order["id"], 64),
         currency=order_currency, placed_at=timestamp(order.get("createdDate")), buyer=buyer, lines=lines,
-        discount_codes=[c for c in codes if c], other_charges=other,
+        discount_codes=[c for c in codes if c], other_charges=other, marketing=consent.wix(order),
     )
 
 

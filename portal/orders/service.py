@@ -6,6 +6,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from flask import current_app
 from sqlalchemy import func, select, update
 
+from portal.consent import service as consent
 from portal.events.models import DiscountCode, Event, TicketType
 from portal.extensions import db
 from portal.klaviyo.payloads import NextEvents, OrderData, Person, TicketLine, build_order_events
@@ -57,6 +58,8 @@ class OrderInput:
     external_ref: str | None = None
     discount_label: str | None = None
     notes: list[str] = field(default_factory=list)
+    # What the purchaser agreed to about marketing (portal.consent); None where nothing was asked.
+    consent: "consent.ConsentInput | None" = None
 
 
 class SoldOut(Exception):
@@ -120,6 +123,8 @@ def place_order(event: Event, data: OrderInput, allow_oversell: bool = False) ->
         order.notes = "\n".join(notes + data.notes + result.notes)
         connection = connection_for(event.organizer_id)
         queued = add_rows(event.organizer_id, order.id, result.events, connection)
+        queued += consent.record(order, data.consent, connection,
+                                 event.country or current_app.config["DEFAULT_PHONE_REGION"])
         db.session.commit()
     except Exception:
         db.session.rollback()
@@ -170,7 +175,7 @@ def snapshot(order: Order, next_events: NextEvents | None = None) -> OrderData:
             for t in order.tickets
         ),
         phone_region=event.country or current_app.config["DEFAULT_PHONE_REGION"],
-        next_events=next_events,
+        next_events=next_events, is_test=order.is_test,
     )
 
 

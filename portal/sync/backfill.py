@@ -8,9 +8,10 @@ import math
 from dataclasses import dataclass
 from itertools import groupby
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import selectinload
 
+from portal.contact import KLAVIYO_DROPPED_DOMAINS
 from portal.extensions import db
 from portal.klaviyo.lifecycle import CANCELLED_ORDER, REFUNDED_ORDER
 from portal.klaviyo.payloads import METRICS, REGISTERED, as_past_event, build_order_events, registration_reasons
@@ -18,6 +19,7 @@ from portal.orders.lifecycle import history_events
 from portal.orders.models import CANCELLED as ORDER_CANCELLED, Attendee, Order, Refund, Ticket
 from portal.orders.service import snapshot
 from portal.sync import outbox
+from portal.sync.backfill_consent import queue_past_subscriptions
 from portal.sync.connection import connection_for
 from portal.sync.limiter import KLAVIYO_LIMITS
 from portal.sync.models import CANCELLED, SENT, BackfillRun, OutboxEvent
@@ -38,9 +40,12 @@ class Plan:
     attendee_events: int
     lifecycle_events: int  # past cancellations and refunds
     events: int
-    already_sent: int
+    already_sent: int  # sent, and kept by Klaviyo
     to_send: int
     estimated_seconds: float
+    dropped: int = 0  # sent, but for test addresses Klaviyo drops: sending them again changes nothing
+    waiting: int = 0  # already queued by the live sync (or held until a reconnect): it sends them
+    failed: int = 0  # failed in the live sync: retried from their order, not by a backfill
 
 
 def estimate_seconds(events: int) -> float:
@@ -74,12 +79,32 @@ def plan(organizer_id: int) -> Plan:
     refunds = db.session.scalar(select(func.count()).select_from(Refund).join(Order)
                                 .where(Order.organizer_id == organizer_id))
     events = orders + tickets + attendee_events + cancelled + refunds
-    already = db.session.scalar(select(func.count()).select_from(OutboxEvent).where(
-        OutboxEvent.organizer_id == organizer_id, OutboxEvent.status == SENT, OutboxEvent.order_id.is_not(None),
-        OutboxEvent.metric.in_(BACKFILLED_METRICS)))
-    to_send = max(events - already, 0)
-    return Plan(orders, tickets, attendee_events, cancelled + refunds, events, already, to_send,
-                estimate_seconds(to_send))
+    # A run never sends an event twice: whatever the outbox has (and a disconnect did not cancel) is skipped.
+    existing = skipped_counts(organizer_id)
+    to_send = max(events - sum(existing.values()), 0)
+    return Plan(orders, tickets, attendee_events, cancelled + refunds, events, existing["kept"], to_send,
+                estimate_seconds(to_send), existing["dropped"], existing["waiting"], existing["failed"])
+
+
+def _dropped_address():
+    return or_(*(OutboxEvent.profile_key.like(f"%@{domain}") for domain in KLAVIYO_DROPPED_DOMAINS))
+
+
+def skipped_counts(organizer_id: int, up_to_order: int | None = None, but_run: int | None = None) -> dict:
+    """The past orders' events already in the outbox, which a run skips, by why: kept by Klaviyo, sent but dropped
+    (test addresses), waiting in the live sync, failed. Only orders up to `up_to_order`, and not `but_run`'s own."""
+    why = case((OutboxEvent.status == SENT, case((_dropped_address(), "dropped"), else_="kept")),
+               (OutboxEvent.status == "failed", "failed"), else_="waiting").label("why")
+    query = select(why, func.count()).where(
+        OutboxEvent.organizer_id == organizer_id, OutboxEvent.order_id.is_not(None),
+        OutboxEvent.metric.in_(BACKFILLED_METRICS), OutboxEvent.status != CANCELLED)
+    if up_to_order is not None:
+        query = query.where(OutboxEvent.order_id <= up_to_order)
+    if but_run is not None:
+        query = query.where(or_(OutboxEvent.backfill_run_id.is_(None), OutboxEvent.backfill_run_id != but_run))
+    counts = dict.fromkeys(("kept", "dropped", "waiting", "failed"), 0)
+    counts.update(dict(db.session.execute(query.group_by(why)).all()))
+    return counts
 
 
 def current_run(organizer_id: int) -> BackfillRun | None:
@@ -149,6 +174,7 @@ def queue_next_chunk(run_id: int) -> bool:
         db.session.commit()
         return False
     _queue_chunk(run, connection, orders)
+    queue_past_subscriptions(run, connection, orders)  # past consents, as historical list subscriptions
     run.last_order_id = orders[-1].id
     run.processed_orders += len(orders)
     db.session.commit()
@@ -180,11 +206,18 @@ def _queue_chunk(run: BackfillRun, connection, orders: list[Order]) -> None:
 
 
 def progress(run: BackfillRun) -> dict:
-    """Counts, rate and time left, for the progress bar."""
+    """Counts, rate and time left, for the progress bar: what this run sent (and how much of it Klaviyo drops),
+    how many orders had something to send, and what it skipped and why."""
     counts = dict(db.session.execute(
         select(OutboxEvent.status, func.count()).where(OutboxEvent.backfill_run_id == run.id)
         .group_by(OutboxEvent.status)).all())
     sent = counts.get(SENT, 0)
+    sent_dropped = db.session.scalar(select(func.count()).select_from(OutboxEvent).where(
+        OutboxEvent.backfill_run_id == run.id, OutboxEvent.status == SENT, _dropped_address()))
+    orders_sent = db.session.scalar(select(func.count(OutboxEvent.order_id.distinct())).where(
+        OutboxEvent.backfill_run_id == run.id, OutboxEvent.status == SENT))
+    orders_queued = db.session.scalar(select(func.count(OutboxEvent.order_id.distinct())).where(
+        OutboxEvent.backfill_run_id == run.id))
     total = max(run.events_planned, run.events_queued, sent, 1)
     elapsed = max(((run.finished_at or utcnow()) - run.started_at).total_seconds(), 0.001)
     rate = sent / elapsed
@@ -194,6 +227,10 @@ def progress(run: BackfillRun) -> dict:
         "failed": counts.get("failed", 0), "percent": min(100, round(100 * sent / total)),
         "rate": round(rate, 1), "seconds_left": round(remaining / rate) if rate > 0 and remaining else None,
         "orders": f"{run.processed_orders} of {run.total_orders}",
+        "orders_looked_at": run.processed_orders, "orders_total": run.total_orders,
+        "orders_sent": orders_sent, "orders_skipped": max(run.processed_orders - orders_queued, 0),
+        "sent_dropped": sent_dropped,
+        "skipped_why": skipped_counts(run.organizer_id, run.last_order_id, run.id) if run.events_skipped else {},
         "complete": run.status == DONE and remaining == 0,
     }
 

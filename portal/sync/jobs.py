@@ -13,7 +13,7 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.klaviyo import client
 from portal.klaviyo.payloads import bulk_body
-from portal.sync import connection as klaviyo, gate, limiter, outbox
+from portal.sync import connection as klaviyo, gate, health, limiter, outbox, setup, subscriptions
 from portal.sync.models import CONNECTED, KlaviyoConnection
 from portal.sync.outbox import Claimed
 from portal.sync.queue import delivery_marker, enqueue_delivery, redis_connection
@@ -34,7 +34,8 @@ def deliver(organizer_id: int) -> int:
         redis_connection().delete(delivery_marker(organizer_id))
     except RedisError:
         pass
-    accepted = 0
+    # List subscriptions first (rows of their own kind, their own endpoint): they wait for nothing the events do.
+    accepted = subscriptions.deliver(organizer_id)
     config = current_app.config
     lease = config["OUTBOX_LEASE_SECONDS"]
     batch_limit = min(config["SYNC_BATCH_LIMIT"], KLAVIYO_BULK_MAX_EVENTS)
@@ -77,6 +78,8 @@ def sweep() -> None:
     for connection in klaviyo.pending_revokes():
         klaviyo.retry_revoke(connection)
     db.session.rollback()
+    setup.sweep()  # flows and segments waiting for a rate limit, a retry or a Reconnect
+    health.sweep()  # alerts, reading test orders back, the double-send guard, Started Checkout
 
 
 # --- one event --------------------------------------------------------------------------------------

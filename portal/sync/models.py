@@ -15,6 +15,10 @@ FAILED = "failed"  # rejected for good, or out of retries; a person can retry it
 HELD = "held"  # the connection needs reconnecting; resumes by itself afterwards
 CANCELLED = "cancelled"  # never to be sent (disconnected)
 ACTIVE_STATUSES = (PENDING, CLAIMED, HELD)
+# What an outbox row sends: an event (Create Event / Bulk Create), or a list subscription (Bulk Subscribe
+# Profiles, portal/sync/subscriptions.py). Both kinds share the states, the retry policy and the hard stop.
+EVENT = "event"
+SUBSCRIPTION = "subscription"
 
 # The Klaviyo connection's states.
 CONNECTED = "connected"
@@ -77,6 +81,7 @@ class OutboxEvent(db.Model):
     organizer_id: Mapped[int] = mapped_column(ForeignKey("organizers.id"))
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
     metric: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16), default=EVENT, server_default=EVENT)  # EVENT | SUBSCRIPTION
     unique_id: Mapped[str] = mapped_column(String(255))
     profile_key: Mapped[str] = mapped_column(String(254))
     payload: Mapped[str] = mapped_column(Text)  # the exact JSON:API body of Create Event

@@ -25,6 +25,7 @@ from portal.sync.models import (
     CANCELLED,
     CLAIMED,
     CONNECTED,
+    EVENT,
     FAILED,
     HELD,
     NEEDS_RECONNECT,
@@ -45,8 +46,9 @@ def _payload(body: dict) -> str:
 
 
 def add_rows(organizer_id: int, order_id: int | None, events: list[OutgoingEvent],
-             connection: KlaviyoConnection | None, backfill: bool = False) -> list[OutboxEvent]:
-    """Queue the events in the current transaction, if the organizer is connected to Klaviyo.
+             connection: KlaviyoConnection | None, backfill: bool = False, kind: str = EVENT) -> list[OutboxEvent]:
+    """Queue the events (or, with kind=SUBSCRIPTION, list subscriptions) in the current transaction, if the
+    organizer is connected to Klaviyo.
 
     A connection that needs reconnecting still gets its rows, held until the organizer reconnects.
     Without a connection nothing is queued: Klaviyo only hears of orders placed while connected.
@@ -58,7 +60,7 @@ def add_rows(organizer_id: int, order_id: int | None, events: list[OutgoingEvent
         OutboxEvent(
             organizer_id=organizer_id, order_id=order_id, metric=event.metric, unique_id=event.unique_id,
             profile_key=event.profile_key, payload=_payload(event.body),
-            status=status, backfill=backfill, next_attempt_at=utcnow(),
+            status=status, backfill=backfill, next_attempt_at=utcnow(), kind=kind,
         )
         for event in events
     ]
@@ -83,8 +85,8 @@ class Claimed:
     claim_token: str
 
 
-def claim(organizer_id: int, limit: int, lease_seconds: int) -> list[Claimed]:
-    """Take up to `limit` due rows for this organizer, so no other worker sends them meanwhile.
+def claim(organizer_id: int, limit: int, lease_seconds: int, kind: str = EVENT) -> list[Claimed]:
+    """Take up to `limit` due rows of one kind for this organizer, so no other worker sends them meanwhile.
 
     PostgreSQL: the due rows are locked with FOR UPDATE SKIP LOCKED, so concurrent workers take
     different rows without waiting. SQLite: one writer at a time, and the UPDATE only takes rows still
@@ -95,7 +97,7 @@ def claim(organizer_id: int, limit: int, lease_seconds: int) -> list[Claimed]:
     due = (
         select(OutboxEvent.id)
         .where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.status == PENDING,
-               OutboxEvent.next_attempt_at <= now)
+               OutboxEvent.next_attempt_at <= now, OutboxEvent.kind == kind)
         .order_by(OutboxEvent.backfill, OutboxEvent.id)  # live purchases go before a history backfill
         .limit(limit)
     )
@@ -316,3 +318,51 @@ def requeue_as_past(organizer_id: int, event: OutgoingEvent, run_id: int) -> Non
                                   OutboxEvent.status == CANCELLED)
         .values(status=PENDING, backfill=True, backfill_run_id=run_id, next_attempt_at=utcnow(),
                 payload=_payload(event.body), status_detail=None, give_up_at=None))
+
+
+# --- list subscriptions: the same states, for the rows of one kind only --------------------------------
+# A subscription can wait for something events never need (a list to be chosen, the list permission), while
+# the events go on; these act on the rows of kind SUBSCRIPTION alone. The caller commits.
+
+def hold_kind(organizer_id: int, kind: str, detail: str) -> None:
+    """Hold (never drop) the waiting rows of this kind, e.g. until a list is chosen again."""
+    db.session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.kind == kind,
+               OutboxEvent.status.in_((PENDING, CLAIMED)))
+        .values(status=HELD, claim_token=None, claimed_until=None, status_detail=detail),
+        execution_options=_QUIET)
+
+
+def resume_kind(organizer_id: int, kind: str) -> int:
+    """The held rows of this kind flow again (what held them is fixed). Returns how many."""
+    return db.session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.kind == kind, OutboxEvent.status == HELD)
+        .values(status=PENDING, next_attempt_at=utcnow(), status_detail=None),
+        execution_options=_QUIET).rowcount
+
+
+def cancel_kind(organizer_id: int, kind: str, detail: str) -> None:
+    """Nothing more of this kind goes out (the organizer turned list subscriptions off)."""
+    db.session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.kind == kind,
+               OutboxEvent.status.in_((PENDING, CLAIMED, HELD)))
+        .values(status=CANCELLED, status_detail=detail, claim_token=None, claimed_until=None),
+        execution_options=_QUIET)
+
+
+
+def note_attempts(rows: list[Claimed], response: ApiResponse, outcome: str, via: str) -> None:
+    """Write down tries that changed no state themselves (Klaviyo refused, and hold_kind holds the rows), so
+    the sync timeline shows Klaviyo's answer. The caller commits."""
+    now = utcnow()
+    for row in rows:
+        db.session.add(DeliveryAttempt(outbox_id=row.id, attempted_at=now, outcome=outcome,
+                                       http_status=response.status or None, detail=response.error_text()[:2000],
+                                       latency_ms=response.latency_ms, via=via))
+    db.session.execute(update(OutboxEvent).where(OutboxEvent.id.in_([row.id for row in rows]))
+                       .values(attempts=OutboxEvent.attempts + 1, last_http_status=response.status or None,
+                               last_error=response.error_text(), last_error_pointer=response.error_pointer()),
+                       execution_options=_QUIET)
