@@ -19,10 +19,8 @@ Targets (issue 5): checkout >= 150 orders/s; Integrations page p50 <= 15 ms serv
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import requests  # noqa: E402
 
 from bench.harness import (  # noqa: E402
-    PASSWORD, PY, ROOT, CpuMeter, Stack, checkout_form, pids_named, wait_for_quiet, free_port, loadavg, machine, percentile, summary_ms, wait_port,
+    PASSWORD, CpuMeter, Stack, checkout_form, pids_named, wait_for_quiet, free_port, loadavg, machine, percentile, summary_ms,
 )
+from devtools import processes  # noqa: E402
 
 EMAIL = "checkout@organizer.test"
 
@@ -50,32 +49,18 @@ class Gunicorn:
         self.access_log = stack.tmp / f"access-{workers}x{threads}.log"
 
     def __enter__(self):
-        argv = [PY, "-m", "gunicorn", "-w", str(self.workers), "--threads", str(self.threads),
-                "-k", "gthread" if self.threads > 1 else "sync", "-b", f"127.0.0.1:{self.port}",
-                "--access-logfile", str(self.access_log), "--access-logformat", "%(s)s %(D)s %(m)s %(U)s",
-                "--error-logfile", str(self.stack.tmp / "gunicorn-error.log"), "--backlog", "2048", "wsgi:app"]
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=self.stack.env(), start_new_session=True,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port, 30)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
+        self.proc = processes.start_portal(self.port, self.stack.env(), workers=self.workers, threads=self.threads,
+                                           options=["-k", "gthread" if self.threads > 1 else "sync",
+                                                    "--access-logfile", str(self.access_log),
+                                                    "--access-logformat", "%(s)s %(D)s %(m)s %(U)s",
+                                                    "--error-logfile", str(self.stack.tmp / "gunicorn-error.log"),
+                                                    "--backlog", "2048"])
         for _ in range(2 * self.workers * self.threads):  # warm every worker: imports, templates, pools
             requests.get(f"{self.url}/healthz", timeout=5)
         return self
 
     def __exit__(self, *exc):
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+        processes.stop(self.proc, timeout=20)
 
     def server_times(self, path_prefix: str, method: str = "GET") -> list[float]:
         """Seconds per request from gunicorn's access log (%(D)s is microseconds)."""

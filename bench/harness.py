@@ -13,8 +13,6 @@ import math
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +30,9 @@ if str(ROOT) not in sys.path:
 import requests  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 
+from devtools import processes  # noqa: E402
+from devtools.processes import RedisServer, free_port  # noqa: E402, F401 - free_port: for the benchmarks
+
 PY = sys.executable
 CALLBACK = "/manage/integrations/klaviyo/callback"
 PUBLIC_BASE = "http://localhost"
@@ -44,21 +45,12 @@ BULK_BURST, BULK_STEADY, BULK_MAX_EVENTS = 10, 150, 1000
 SINGLE_BURST, SINGLE_STEADY = 350, 3500
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
+# Two Klaviyo accounts in the sandbox: one for our portal's organizer, one for the SDK baseline, so that the
+# baseline's events neither share a rate-limit bucket nor collide with ours in the sandbox's dedup.
+SANDBOX_ACCOUNTS = [
+    {"id": "SBX01HXYZ", "organization_name": "Sandbox Festival Co.", "public_api_key": "SbX123"},
+    {"id": "SBX02BASE", "organization_name": "Baseline Loop Co.", "public_api_key": "SbX456"},
+]
 
 
 def percentile(values, p: float) -> float:
@@ -117,29 +109,8 @@ def children_of(pid: int) -> list[int]:
     return kids
 
 
-class Redis:
-    def __init__(self, directory: Path):
-        self.dir, self.port = directory, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = None
-
-    def start(self):
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
-        return self
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
 class Sandbox:
-    """The sandbox in its own process (bench/_sandbox.py), real rate limits on."""
+    """The sandbox in its own process (devtools/sandbox.py) with SANDBOX_ACCOUNTS, real rate limits on."""
 
     def __init__(self, directory: Path):
         self.dir, self.port = directory, free_port()
@@ -147,12 +118,9 @@ class Sandbox:
         self.proc = None
 
     def start(self):
-        self.log = open(self.dir / "sandbox.log", "wb")
-        self.proc = subprocess.Popen(
-            [PY, "-m", "bench._sandbox", "--port", str(self.port), "--db", str(self.dir / "sandbox.db"),
-             "--redirect-uri", PUBLIC_BASE + CALLBACK],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_port(self.port, 30)
+        self.proc = processes.start_sandbox_process(self.port, {
+            "SANDBOX_DB": str(self.dir / "sandbox.db"), "SANDBOX_REDIRECT_URIS": [PUBLIC_BASE + CALLBACK],
+            "SANDBOX_ACCOUNTS": SANDBOX_ACCOUNTS, "SANDBOX_ENFORCE_RATE_LIMITS": True}, self.dir / "sandbox.log")
         config = requests.post(f"{self.url}/_sandbox/config", json={"enforce_rate_limits": True}, timeout=10)
         config.raise_for_status()
         assert config.json()["enforce_rate_limits"] is True
@@ -179,15 +147,7 @@ class Sandbox:
         return r.json()["requests"]
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        if self.proc:
-            self.log.close()
+        processes.stop(self.proc)
 
 
 def ensure_postgres_database(url: str) -> None:
@@ -235,21 +195,17 @@ class Stack:
 
     def env(self, **extra) -> dict:
         """The environment of a worker or gunicorn process: same database, Redis, sandbox and secrets."""
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("KLAVIYO_", "DATABASE_URL", "REDIS_URL", "PORTAL_"))}
-        env.update({
+        return processes.child_env({
             "DATABASE_URL": self.database_url, "REDIS_URL": self.redis.url, "SECRET_KEY": SECRET_KEY,
             "TOKEN_ENCRYPTION_KEY": TOKEN_KEY, "PUBLIC_BASE_URL": PUBLIC_BASE,
             "KLAVIYO_CLIENT_ID": "sandbox-client-id", "KLAVIYO_CLIENT_SECRET": "sandbox-client-secret",
             "KLAVIYO_OAUTH_BASE": self.sandbox.url, "KLAVIYO_API_BASE": self.sandbox.url,
-            "KLAVIYO_SANDBOX_URL": self.sandbox.url, "PYTHONUNBUFFERED": "1",
+            "KLAVIYO_SANDBOX_URL": self.sandbox.url,
+            **{k: v for k, v in self.extra_config.items() if k.isupper()}, **extra,
         })
-        env.update({k: str(v) for k, v in self.extra_config.items() if k.isupper()})
-        env.update({k: str(v) for k, v in extra.items()})
-        return env
 
     def start(self):
-        self.redis = Redis(self.tmp).start()
+        self.redis = RedisServer(self.tmp).start()
         self.sandbox = Sandbox(self.tmp).start()
         if self.database_url.startswith("postgresql"):
             ensure_postgres_database(self.database_url)
@@ -295,11 +251,10 @@ class Stack:
 
     def logged_in_client(self, email: str):
         client = self.app.test_client()
-        html = client.get("/auth/login").get_data(as_text=True)
-        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
-        response = client.post("/auth/login", data={"csrf_token": token, "email": email, "password": PASSWORD})
+        response = client.post("/auth/login", data={"csrf_token": _csrf_token(client), "email": email,
+                                                    "password": PASSWORD})
         assert response.status_code == 303, response.status_code
-        client.csrf = token
+        client.csrf = _csrf_token(client)  # logging in starts a new session, with a new token
         return client
 
     def connect(self, email: str, account_index: int = 0) -> int:
@@ -320,7 +275,7 @@ class Stack:
         back = urlsplit(decided.headers["Location"])
         done = client.get(f"{back.path}?{back.query}")
         assert done.status_code == 303, done.status_code
-        from portal.integrations.service import connection_for
+        from portal.sync.connection import connection_for
 
         with self.app.app_context():
             connection = connection_for(organizer_id)
@@ -329,7 +284,7 @@ class Stack:
 
     def access_token(self, organizer_id: int) -> str:
         from portal.crypto import decrypt
-        from portal.integrations.service import connection_for
+        from portal.sync.connection import connection_for
 
         with self.app.app_context():
             return decrypt(connection_for(organizer_id).access_token_enc)
@@ -356,15 +311,11 @@ class Stack:
         writes its profile to worker-N.profile.txt in the temp dir when it stops (SIGTERM: rq's warm shutdown)."""
         for _ in range(count):
             n = len(self.workers)
-            log = open(self.tmp / f"worker-{n}.log", "ab")
-            argv = [PY, str(ROOT / "worker.py")]
+            wrapper = []
             if profile:
-                argv = [PY, "-m", "pyinstrument", "--interval", "0.001", "-r", "text",
-                        "-o", str(self.tmp / f"worker-{n}.profile.txt"), str(ROOT / "worker.py")]
-            proc = subprocess.Popen(argv, cwd=ROOT, env=self.env(**extra),
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            log.close()
-            self.workers.append(proc)
+                wrapper = ["-m", "pyinstrument", "--interval", "0.001", "-r", "text",
+                           "-o", str(self.tmp / f"worker-{n}.profile.txt")]
+            self.workers.append(processes.start_worker(self.env(**extra), self.tmp / f"worker-{n}.log", wrapper))
         return self.workers
 
     def worker_memory(self) -> list[dict]:
@@ -377,22 +328,17 @@ class Stack:
         return out
 
     def stop_workers(self):
-        for proc in self.workers:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for proc in self.workers:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        processes.stop(*self.workers, timeout=15)
         self.workers = []
 
     def worker_logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("worker-*.log")))
+
+
+def _csrf_token(client) -> str:
+    html = client.get("/auth/login").get_data(as_text=True)
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(r'"X-CSRFToken": "([^"]+)"', html)
+    return match.group(1)
 
 
 def typical_order(event, index: int, types):

@@ -29,7 +29,7 @@ from bench.harness import (  # noqa: E402
     typical_order,
 )
 
-OURS, BASELINE = "SBX01HXYZ", "SBX02BASE"  # the sandbox's two accounts (bench/_sandbox.py)
+OURS, BASELINE = "SBX01HXYZ", "SBX02BASE"  # the sandbox's two accounts (bench/harness.py)
 
 
 def place_orders(stack: Stack, organizer_id: int, event_id: int, count: int, profile: int = 0) -> dict:

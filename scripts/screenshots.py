@@ -14,13 +14,8 @@ import argparse
 import os
 import re
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
@@ -30,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devtools import processes  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -37,23 +34,6 @@ CALLBACK = "/manage/integrations/klaviyo/callback"
 EMAIL, PASSWORD, NAME = "ada@harbourlights.example", "correct horse battery", "Harbour Lights Events"
 WIDTH = 1280
 MAX_BYTES = 400 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, what: str, timeout: float = 10) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not start on port {port}")
 
 
 def log(message: str) -> None:
@@ -67,31 +47,17 @@ class Stack:
 
     def __init__(self, workdir: Path, stack: ExitStack):
         from cryptography.fernet import Fernet
-        from werkzeug.serving import WSGIRequestHandler, make_server
-
-        from portal.sandbox.server import start_in_thread
 
         self.dir = workdir
-        # Redis of our own.
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.redis_port = free_port()
-        redis = subprocess.Popen([binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
-                                  "--appendonly", "no", "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        stack.callback(self._stop_process, redis)
-        wait_port(self.redis_port, "redis-server")
-        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        redis = processes.RedisServer(workdir).start()
+        stack.callback(redis.stop)
+        self.redis_url = redis.url
 
         # The portal's socket first, so the sandbox can know its callback and the app its own URL.
-        class Quiet(WSGIRequestHandler):
-            def log_request(self, code="-", size="-"):
-                pass
+        self.portal = processes.PortalThread()
+        self.url = self.portal.url
 
-        self.httpd = make_server("127.0.0.1", 0, self._wsgi, threaded=True, request_handler=Quiet)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-
-        self.sandbox = start_in_thread({"SANDBOX_DB": str(workdir / "sandbox.db"),
-                                        "SANDBOX_REDIRECT_URIS": [self.url + CALLBACK]})
+        self.sandbox = processes.sandbox_in_thread(workdir / "sandbox.db", [self.url + CALLBACK])
         stack.callback(self.sandbox.shutdown)
 
         self.database_url = f"sqlite:///{workdir / 'portal.db'}"
@@ -99,17 +65,11 @@ class Stack:
         self.token_key = Fernet.generate_key().decode()
         self.app = self._create_app()
         self._migrate()
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="portal", daemon=True)
-        self.thread.start()
-        stack.callback(self._stop_portal)
+        self.portal.start(self.app)
+        stack.callback(self.portal.shutdown)
 
-        self.worker = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=self._worker_env(),
-                                       stdout=open(workdir / "worker.log", "ab"), stderr=subprocess.STDOUT,
-                                       start_new_session=True)
-        stack.callback(self._stop_worker)
-
-    def _wsgi(self, environ, start_response):
-        return self.app(environ, start_response)
+        self.worker = processes.start_worker(self._worker_env(), workdir / "worker.log")
+        stack.callback(processes.stop, self.worker)
 
     def _create_app(self):
         from portal import create_app
@@ -132,44 +92,14 @@ class Stack:
             upgrade(directory=str(ROOT / "migrations"))
 
     def _worker_env(self) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("KLAVIYO_", "DATABASE_URL", "REDIS_URL"))}
-        env.update({
+        return processes.child_env({
             "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url, "SECRET_KEY": self.secret_key,
             "TOKEN_ENCRYPTION_KEY": self.token_key, "PUBLIC_BASE_URL": self.url,
             "KLAVIYO_CLIENT_ID": "sandbox-client-id", "KLAVIYO_CLIENT_SECRET": "sandbox-client-secret",
             "KLAVIYO_OAUTH_BASE": self.sandbox.url, "KLAVIYO_API_BASE": self.sandbox.url, "KLAVIYO_TIMEOUT": "5",
-            "RETRY_BASE_SECONDS": "0.2", "SWEEP_INTERVAL_SECONDS": "1", "PYTHONUNBUFFERED": "1",
+            "RETRY_BASE_SECONDS": "0.2", "SWEEP_INTERVAL_SECONDS": "1",
             "PYTHONWARNINGS": "ignore::DeprecationWarning",
         })
-        return env
-
-    @staticmethod
-    def _stop_process(proc):
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-    def _stop_worker(self):
-        if self.worker.poll() is None:
-            os.killpg(self.worker.pid, signal.SIGTERM)
-            try:
-                self.worker.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.worker.pid, signal.SIGKILL)
-                self.worker.wait(5)
-
-    def _stop_portal(self):
-        from portal.extensions import db
-
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(10)
-        with self.app.app_context():
-            db.engine.dispose()
 
     # --- data set up directly (the screenshots are about the pages, not about typing) ---
 
@@ -204,7 +134,7 @@ class Stack:
         """The app was removed inside Klaviyo; the next token refresh gets invalid_grant."""
         import requests
 
-        from portal.integrations import service
+        from portal.sync import connection as service
         from portal.klaviyo import client
 
         requests.post(f"{self.sandbox.url}/_sandbox/uninstall", json={}, timeout=5).raise_for_status()
@@ -310,7 +240,7 @@ def shoot_all(stack: Stack, data: dict, shot: Shooter) -> None:
         purchaser.get_by_label(re.compile("Phone")).fill("12")
         page.get_by_role("button", name="Get tickets").click()
         expect(page.get_by_role("alert").first).to_be_visible()
-        expect(page.locator(".error-text").first).to_be_visible()
+        expect(page.locator(".error-text:not(:empty)").first).to_be_visible()
         shot(page, "checkout-errors.png")
 
         purchaser = page.get_by_role("group", name="Purchaser")
@@ -369,6 +299,8 @@ def shoot_all(stack: Stack, data: dict, shot: Shooter) -> None:
         shot(small, "integrations-phone.png")
         phone.close()
 
+        shoot_organizer_pages(browser, stack, data, shot)
+
         # Klaviyo stops accepting the connection (app removed there): the card asks to reconnect.
         stack.force_needs_reconnect(data["organizer_id"])
         page.goto("/manage/integrations/")
@@ -377,6 +309,123 @@ def shoot_all(stack: Stack, data: dict, shot: Shooter) -> None:
 
         context.close()
         browser.close()
+
+
+def seed_more_orders(stack: Stack, data: dict) -> None:
+    """For the orders list: a discount code, store orders (one paid in euros), a refund, a test order, and orders
+    whose attendee's address is at a test domain Klaviyo drops."""
+    from portal.events.models import DiscountCode, Event
+    from portal.extensions import db
+    from portal.orders import lifecycle
+    from portal.orders.models import Order
+    from portal.orders.service import AttendeeInput, LinePrice, OrderInput, place_order
+
+    with stack.app.app_context():
+        event = db.session.get(Event, data["event_id"])
+        db.session.add(DiscountCode(event_id=event.id, code="HARBOUR10", kind="percent", amount=Decimal("10")))
+        db.session.commit()
+        general, vip = event.ticket_types
+        people = [("Maya", "Okafor", "maya.okafor@lanterns.example"), ("Jonas", "Berg", "jonas.berg@fjord.example"),
+                  ("Priya", "Raman", "priya@raman.example"), ("Tom", "Keller", "tom@example.com"),
+                  ("Ana", "Souza", "ana.souza@porto.example")]
+        placed = []
+        for i, (first, last, email) in enumerate(people):
+            store = i in (1, 2)
+            lines = [(general, AttendeeInput(first, last, email))] + ([(vip, AttendeeInput(first, last, email))]
+                                                                      if i % 2 else [])
+            order = OrderInput(first_name=first, last_name=last, email=email, phone=None, lines=lines,
+                               source="shopify" if store else "widget", is_test=i == 4)
+            if store:
+                order.currency = "EUR" if i == 1 else "USD"
+                order.prices = [LinePrice(t.price, t.price, Decimal("0")) for t, _ in lines]
+                order.external_ref = f"shopify:58349213778{i}"
+            placed.append(place_order(db.session.get(Event, event.id), order).id)
+        lifecycle.refund_order(db.session.get(Order, placed[2]), ticket_ids=[], amount=Decimal("20"),
+                               include_fees=False, reason="Parking was closed", by=f"{NAME} <{EMAIL}>")
+
+
+def host_site(snippet: str):
+    """An organizer's own site on another origin (localhost, where the portal is 127.0.0.1) with the snippet in it."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    html = ("<!doctype html><meta name=viewport content='width=device-width'><title>Harbour Lights</title>"
+            "<body style='font-family:Georgia,serif;background:#f3efe6;margin:0'>"
+            "<header style='background:#0f3b4c;color:#fff;padding:1.2rem 1.5rem'><b>Harbour Lights</b> · Pier 4</header>"
+            "<main style='max-width:760px;margin:0 auto;padding:1.5rem'><h1>Tickets</h1>"
+            "<p>Lanterns on the water, food trucks and three stages of live music.</p>"
+            f"{snippet}<p style='margin-top:1.5rem'>Questions? Write to hello@harbourlights.example</p></main>")
+    server = make_server("127.0.0.1", 0, lambda env, start: (
+        start("200 OK", [("Content-Type", "text/html; charset=utf-8")]), [html.encode()])[1])
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://localhost:{server.server_port}/"
+
+
+def shoot_organizer_pages(browser, stack: Stack, data: dict, shot: Shooter) -> None:
+    """What a paying organizer sees (issue 16), desktop and phone: the checkout adding up as the buyer types, the
+    widget sizing itself on the organizer's own site, the orders list, and an order in plain words."""
+    from playwright.sync_api import expect
+
+    seed_more_orders(stack, data)
+    event_id, public_id = data["event_id"], data["public_id"]
+    for width, suffix in ((WIDTH, ""), (390, "-phone")):
+        phone = width < WIDTH
+        context = browser.new_context(viewport={"width": width, "height": 900 if not phone else 844},
+                                      base_url=stack.url, is_mobile=phone, has_touch=phone, device_scale_factor=1)
+        page = context.new_page()
+        log_in(page, expect)
+
+        page.goto(f"/manage/events/{event_id}/orders")
+        expect(page.get_by_text(re.compile("Sending"))).to_have_count(0, timeout=30_000)
+        page.reload()
+        expect(page.get_by_text("Paid in EUR")).to_be_visible()
+        shot(page, f"orders-list{suffix}.png", full_page=not phone)
+
+        page.get_by_role("link", name=re.compile(r"^#\d+$")).last.click()  # the first order: the test purchase
+        expect(page.get_by_role("heading", name="Klaviyo sync timeline")).to_be_visible()
+        if phone:
+            page.set_viewport_size({"width": width, "height": 1900})  # the tickets, the line, the first events
+            shot(page, "order-page-phone.png", full_page=False)
+            page.set_viewport_size({"width": width, "height": 844})
+        else:
+            page.locator("details.tech summary").first.click()
+            page.evaluate("window.scrollTo(0, 0)")
+            shot(page, "order-details-open.png")
+
+        snippet = None
+        if not phone:
+            page.goto(f"/manage/events/{event_id}/widget")
+            snippet = page.locator("#embed-snippet").inner_text()
+            data["snippet"] = snippet
+        server, url = host_site(data["snippet"])
+        try:
+            page.goto(url)
+            widget = page.frame_locator("iframe[data-ticketing-widget]")
+            widget.get_by_label(re.compile("General Admission")).fill("2")
+            expect(widget.get_by_role("group", name="Ticket 2: General Admission")).to_be_visible()
+            page.wait_for_function("document.querySelector('iframe').getBoundingClientRect().height > 1200")
+            # A viewport as tall as the page: a full-page screenshot would not paint the other origin's frame
+            # below the first screen.
+            height = page.evaluate("document.documentElement.scrollHeight")
+            page.set_viewport_size({"width": width, "height": min(height, 2600)})
+            shot(page, f"widget-embedded{suffix}.png", full_page=False)
+            page.set_viewport_size({"width": width, "height": 900 if not phone else 844})
+        finally:
+            server.shutdown()
+            server.server_close()
+
+        page.goto(f"/e/{public_id}")
+        page.get_by_label(re.compile("General Admission")).fill("2")
+        page.get_by_label(re.compile("VIP Deck")).fill("1")
+        page.get_by_label(re.compile("Discount code")).fill("HARBOUR10")
+        expect(page.get_by_text("Code HARBOUR10 applied")).to_be_visible()
+        if phone:
+            page.get_by_role("region", name="Order summary").scroll_into_view_if_needed()
+            shot(page, "checkout-summary-phone.png", full_page=False)
+        else:
+            shot(page, "checkout-summary.png", full_page=False)
+        context.close()
 
 
 def main(argv=None) -> int:

@@ -3,13 +3,12 @@ the app and its test client, and a real rq worker process.
 
 Set TEST_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test to run on PostgreSQL.
 """
+import copy
 import os
 import re
 import shutil
 import signal
-import socket
-import subprocess
-import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,75 +19,45 @@ from cryptography.fernet import Fernet
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-ROOT = Path(__file__).resolve().parent.parent
+from devtools import processes
+from devtools.processes import ROOT, RedisServer  # noqa: F401 - RedisServer: tests start a Redis of their own
+
 TOKEN_KEY = Fernet.generate_key().decode()
 CALLBACK = "/manage/integrations/klaviyo/callback"
 PUBLIC_BASE = "http://localhost"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A redis-server of the tests' own, on a free port, that a test may stop and start again."""
-
-    def __init__(self, directory: Path):
-        self.dir = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = None
-
-    def start(self):
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed: run .ci/run (it installs it) or apt-get install redis-server")
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self):
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
+    """A redis-server of the tests' own, on a free port (a test may stop and start it again)."""
+    if processes.redis_binary() is None:
+        pytest.fail("redis-server is not installed: run .ci/run (it installs it) or apt-get install redis-server")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory):
-    url = os.environ.get("TEST_DATABASE_URL")
-    if not url:
-        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'portal.db'}"
-    return url
+def database_dir(tmp_path_factory):
+    """Where the SQLite databases live: in memory (/dev/shm) when the machine has it. On a disk every commit
+    waits for an fsync (about 4 ms here), which was most of a test's setup; SQLite behaves the same otherwise."""
+    if not os.access("/dev/shm", os.W_OK):
+        yield tmp_path_factory.mktemp("db")
+        return
+    directory = Path(tempfile.mkdtemp(prefix="portal-tests-", dir="/dev/shm"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def sandbox(tmp_path_factory):
-    from portal.sandbox.server import start_in_thread
+def database_url(database_dir):
+    return os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{database_dir / 'portal.db'}"
 
-    server = start_in_thread({
-        "SANDBOX_DB": str(tmp_path_factory.mktemp("sandbox") / "sandbox.db"),
-        "SANDBOX_REDIRECT_URIS": [PUBLIC_BASE + CALLBACK, "http://127.0.0.1:5000" + CALLBACK],
-    })
+
+@pytest.fixture(scope="session")
+def sandbox(database_dir):
+    server = processes.sandbox_in_thread(database_dir / "sandbox.db",
+                                         [PUBLIC_BASE + CALLBACK, "http://127.0.0.1:5000" + CALLBACK])
     yield server
     server.shutdown()
 
@@ -154,33 +123,65 @@ class PortalClient(FlaskClient):
         return self.post(url, data=data, **kwargs)
 
 
-@pytest.fixture
-def app(migrated, database_url, redis_server, sandbox):
+@pytest.fixture(scope="session")
+def _one_app(migrated, database_url, redis_server, sandbox):
+    """The app, made once: making it again for every test (its URL map and, above all, compiling its templates
+    anew) cost about a tenth of a second a test. `app` puts its configuration and extensions back each time."""
     from portal import create_app
     from portal.extensions import db
 
     app = create_app(base_config(database_url, redis_server.url, sandbox.url))
     app.test_client_class = PortalClient
-    with app.app_context():
-        _empty_tables(db)
-    requests.post(f"{sandbox.url}/_sandbox/reset", timeout=5).raise_for_status()
-    import redis
-
-    redis.Redis.from_url(redis_server.url).flushdb()
-    yield app
+    yield app, copy.deepcopy(dict(app.config)), dict(app.extensions)
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
 
 
+@pytest.fixture
+def app(_one_app, redis_server, sandbox):
+    """The app on empty tables, a reset sandbox and an empty Redis, with the configuration and extensions it
+    was made with (a test may change them: `app.config[...] = ...`, `app.extensions.pop("redis")`)."""
+    from portal.extensions import db
+
+    app, config, extensions = _one_app
+    app.config.clear()
+    app.config.update(copy.deepcopy(config))
+    app.extensions.clear()
+    app.extensions.update(extensions)
+    with app.app_context():
+        _empty_tables(db)
+    # The sandbox runs in this process: reset it through its own WSGI app, without a round trip over TCP.
+    assert sandbox.app.test_client().post("/_sandbox/reset").status_code == 200
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as connection:
+        connection.flushdb()
+    yield app
+    with app.app_context():
+        db.session.remove()
+
+
+# The id sequences that belong to a table's column (serial or identity), back to their start.
+_RESTART_OWNED_SEQUENCES = text("""
+    SELECT setval(seq.oid::regclass, pg_sequence.seqstart, false)
+    FROM pg_class seq
+    JOIN pg_sequence ON pg_sequence.seqrelid = seq.oid
+    JOIN pg_namespace ns ON ns.oid = seq.relnamespace
+    WHERE ns.nspname = current_schema() AND EXISTS (
+        SELECT 1 FROM pg_depend dep WHERE dep.objid = seq.oid AND dep.classid = 'pg_class'::regclass
+        AND dep.deptype IN ('a', 'i'))
+""")
+
+
 def _empty_tables(db):
-    tables = list(reversed(db.metadata.sorted_tables))
+    """Delete every row, children first; on PostgreSQL also restart the id sequences. (That is what TRUNCATE ...
+    RESTART IDENTITY does, but TRUNCATE makes new files for every table and index: about 0.4 s a test.)"""
     with db.engine.begin() as conn:
+        for table in reversed(db.metadata.sorted_tables):
+            conn.execute(table.delete())
         if conn.dialect.name == "postgresql":
-            conn.execute(text("TRUNCATE " + ", ".join(t.name for t in tables) + " RESTART IDENTITY CASCADE"))
-        else:
-            for table in tables:
-                conn.execute(table.delete())
+            conn.execute(_RESTART_OWNED_SEQUENCES)
 
 
 @pytest.fixture
@@ -281,6 +282,40 @@ def sandbox_events(sandbox_url: str, metric: str | None = None) -> list[dict]:
     return body["events"] if isinstance(body, dict) else body
 
 
+def sandbox_received(sandbox_url: str) -> dict[str, int]:
+    """How many times the sandbox received each unique_id: what was sent, the repeats it dropped included."""
+    received: dict[str, int] = {}
+    for event in sandbox_events(sandbox_url):
+        received[event["unique_id"]] = received.get(event["unique_id"], 0) + event["times_received"]
+    return received
+
+
+def sync_settled(app) -> bool:
+    """Nothing is left to send: no outbox row pending or claimed, no rq job queued, no live worker busy."""
+    from rq import Worker
+    from sqlalchemy import func, select
+
+    from portal.extensions import db
+    from portal.sync.models import CLAIMED, PENDING, OutboxEvent
+    from portal.sync.queue import queue
+
+    def alive(pid):  # a killed worker stays listed as busy until its key expires
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, TypeError):
+            return False
+        return True
+
+    with app.app_context():  # a fresh session each call, so every poll sees the worker's latest commits
+        active = db.session.scalar(select(func.count()).select_from(OutboxEvent)
+                                   .where(OutboxEvent.status.in_((PENDING, CLAIMED))))
+        db.session.rollback()
+        jobs = queue()
+        # Read in the order a job moves (queued, taken, running), so none slips past between two reads.
+        return (active == 0 and jobs.count == 0 and not jobs.connection.llen(jobs.intermediate_queue_key)
+                and not any(w.get_state() == "busy" and alive(w.pid) for w in Worker.all(queue=jobs)))
+
+
 class Worker:
     """A real `python worker.py` process against the tests' database, Redis and sandbox."""
 
@@ -290,39 +325,31 @@ class Worker:
         self.proc = None
 
     def start(self):
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = processes.start_worker(self.env, self.log_path)
         return self
 
     def kill(self, sig=signal.SIGKILL):
+        """Send sig to the worker (SIGKILL: a crash) and wait until it has gone."""
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
+            processes.signal_group(self.proc.pid, sig)
             self.proc.wait(10)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        """SIGTERM (rq's warm shutdown), SIGKILL after 10 s."""
+        processes.stop(self.proc)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 def worker_env(database_url, redis_url, sandbox_url, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KLAVIYO_", "DATABASE_URL", "REDIS_URL"))}
-    env.update({
+    return processes.child_env({
         "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SECRET_KEY": "test-secret-key",
         "TOKEN_ENCRYPTION_KEY": TOKEN_KEY, "PUBLIC_BASE_URL": PUBLIC_BASE,
         "KLAVIYO_CLIENT_ID": "sandbox-client-id", "KLAVIYO_CLIENT_SECRET": "sandbox-client-secret",
         "KLAVIYO_OAUTH_BASE": sandbox_url, "KLAVIYO_API_BASE": sandbox_url, "KLAVIYO_TIMEOUT": "5",
-        "RETRY_BASE_SECONDS": "0.2", "SWEEP_INTERVAL_SECONDS": "1", "PYTHONUNBUFFERED": "1",
+        "RETRY_BASE_SECONDS": "0.2", "SWEEP_INTERVAL_SECONDS": "1", **extra,
     })
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
 
 
 @pytest.fixture
@@ -337,19 +364,36 @@ def start_worker(app, database_url, sandbox, tmp_path):
         return worker
 
     yield start
-    for worker in workers:
-        worker.stop()
+    processes.stop(*(worker.proc for worker in workers))  # all at once: each takes a moment to shut down
 
 
-def wait_for(predicate, timeout=20.0, interval=0.1, message="condition"):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = predicate()
+def wait_for(predicate, timeout=20.0, interval=0.05, message="condition"):
+    """Call predicate until it returns something true, and return that; fail after timeout seconds.
+
+    Every poll ends the database transaction it read in (when an app context is active), so the next poll
+    sees what the workers committed meanwhile: in SQLite's WAL mode a session that keeps one read transaction
+    open never sees a later commit, and its identity map would keep showing the old rows anyway.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            last = predicate()
+        finally:
+            _end_transaction()
         if last:
             return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+
+
+def _end_transaction() -> None:
+    from flask import has_app_context
+
+    if has_app_context():
+        from portal.extensions import db
+
+        db.session.rollback()
 
 
 @pytest.fixture(autouse=True)

@@ -9,14 +9,12 @@
 Playwright never downloads a browser here: it launches /usr/bin/chromium.
 """
 import re
-import threading
 
 import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
-from werkzeug.serving import WSGIRequestHandler, make_server
 
-CALLBACK = "/manage/integrations/klaviyo/callback"
+from devtools.processes import CALLBACK_PATH, PortalThread
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -27,39 +25,18 @@ EMAIL = "ada@organizer.example"
 expect.set_options(timeout=10_000)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code="-", size="-"):
-        pass
-
-
-class LiveServer:
+class LiveServer(PortalThread):
     """The portal over real HTTP in a background thread. `url` is also the app's PUBLIC_BASE_URL."""
 
     def __init__(self, config: dict):
         from portal import create_app
 
-        # Bind first (port 0: any free port), so the app can be built knowing its own public URL.
-        self.httpd = make_server("127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_QuietHandler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        self.app = create_app({**config, "PUBLIC_BASE_URL": self.url})
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="portal-live", daemon=True)
-        self.thread.start()
-
-    def _wsgi(self, environ, start_response):
-        return self.app(environ, start_response)
+        super().__init__()
+        self.start(create_app({**config, "PUBLIC_BASE_URL": self.url}))
 
     @property
     def callback(self) -> str:
-        return self.url + CALLBACK
-
-    def shutdown(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(10)
-        from portal.extensions import db
-
-        with self.app.app_context():
-            db.engine.dispose()
+        return self.url + CALLBACK_PATH
 
 
 def register_redirect_uri(sandbox_url: str, uri: str) -> None:

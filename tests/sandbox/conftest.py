@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -11,8 +14,11 @@ from tests.sandbox.helpers import SAMPLE_EVENT, OAuthFlow, api_headers
 
 
 @pytest.fixture
-def db_path(tmp_path):
-    return str(tmp_path / "sandbox.db")
+def db_path(database_dir):
+    """A new database file for each test, where tests/conftest.py keeps its databases (in memory if it can)."""
+    directory = tempfile.mkdtemp(dir=database_dir)
+    yield os.path.join(directory, "sandbox.db")
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

