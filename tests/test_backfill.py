@@ -5,7 +5,7 @@ from sqlalchemy import func, select
 from portal.extensions import db
 from portal.sync import backfill
 from portal.sync.models import BackfillRun, OutboxEvent
-from tests.conftest import oauth_connect, sandbox_events, wait_for
+from tests.conftest import oauth_connect, sandbox_events, sandbox_received, sync_settled, wait_for
 from tests.test_faults import place_orders
 
 
@@ -38,21 +38,25 @@ def test_backfill_sends_past_orders_once_without_flows(app, client, organizer, m
     assert oauth_connect(client, sandbox.url).status_code == 303
     live = place_orders(app, event_id, 1)  # placed while connected: sent live, not again
     start_worker()
-    wait_for(lambda: {e["unique_id"] for e in sandbox_events(sandbox.url)} >= live, message="the live order")
+    # Until the worker has recorded the live events as sent, a dry run counts them as still to send.
+    wait_for(lambda: sync_settled(app), message="the live order to be sent")
+    assert sandbox_received(sandbox.url) == dict.fromkeys(live, 1)
     response = client.post_form("/manage/integrations/klaviyo/backfill")
     assert response.status_code == 303
-    wait_for(lambda: len(sandbox_events(sandbox.url)) == 93, timeout=30, message="the past orders")
+
+    def run_complete():
+        with app.app_context():  # a fresh session each poll, so it sees the worker's commits
+            return backfill.progress(backfill.current_run(organizer))["complete"]
+
+    wait_for(lambda: run_complete() and sync_settled(app), timeout=30, message="the run to complete")
+    assert sandbox_received(sandbox.url) == dict.fromkeys(past | live, 1)  # each sent once, the live ones not again
     events = sandbox_events(sandbox.url)
-    assert {e["unique_id"] for e in events} == past | live
     assert all(e["backfill"] for e in events if e["unique_id"] in past)
     assert not any(e["backfill"] for e in events if e["unique_id"] in live)
     log = requests.get(f"{sandbox.url}/_sandbox/requests", params={"since": 0}, timeout=5).json()["requests"]
     assert any(entry["path"] == "/api/event-bulk-create-jobs" for entry in log)
     with app.app_context():
-        run = backfill.current_run(organizer)
-        wait_for(lambda: backfill.progress(db.session.merge(run))["complete"] or db.session.refresh(run), timeout=10,
-                 message="the run to complete")
-        progress = backfill.progress(run)
+        progress = backfill.progress(backfill.current_run(organizer))
         assert progress["sent"] == 90 and progress["percent"] == 100
     page = client.get("/manage/integrations/klaviyo/backfill/progress", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert "90 of 90 events accepted" in page and "hx-trigger" not in page
@@ -87,8 +91,9 @@ def test_cancel_and_resume(app, client, organizer, make_event, sandbox, start_wo
     start_worker()
     response = client.post_form(f"/manage/integrations/klaviyo/backfill/{run_id}/resume")
     assert response.status_code == 303
-    wait_for(lambda: len(sandbox_events(sandbox.url)) == len(past), timeout=60, message="every past event")
-    assert {e["unique_id"] for e in sandbox_events(sandbox.url)} == past
+    wait_for(lambda: len(sandbox_events(sandbox.url)) == len(past) and sync_settled(app), timeout=60,
+             message="every past event, and nothing left to send")
+    assert sandbox_received(sandbox.url) == dict.fromkeys(past, 1)
     with app.app_context():
         run = db.session.get(BackfillRun, run_id)
         assert run.processed_orders == 60 and run.status == "done"
@@ -125,7 +130,10 @@ def test_backfill_sends_past_cancellations_and_refunds(app, client, organizer, m
     assert (plan.lifecycle_events, plan.events) == (3, 9)  # 2 refunds and 1 cancellation, on top of 2 × 3
     start_worker()
     assert client.post_form("/manage/integrations/klaviyo/backfill").status_code == 303
-    wait_for(lambda: len(sandbox_events(sandbox.url)) == 9, timeout=30, message="the past orders and their history")
+    wait_for(lambda: len(sandbox_events(sandbox.url)) == 9 and sync_settled(app), timeout=30,
+             message="the past orders and their history, and nothing left to send")
+    received = sandbox_received(sandbox.url)
+    assert len(received) == 9 and set(received.values()) == {1}, received  # each sent exactly once
     events = {e["unique_id"]: e for e in sandbox_events(sandbox.url)}
     assert all(e["backfill"] for e in events.values())
     assert events[f"cancel_{second_id}"]["properties"]["Reason"] == "Ill"

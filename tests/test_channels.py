@@ -7,7 +7,6 @@ JSON string holding {eventType, instanceId, data}, and that `data` is again a JS
 import copy
 import json
 import re
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,7 +25,8 @@ from portal.extensions import db
 from portal.orders.models import Order, Ticket
 from portal.orders.service import AttendeeInput, OrderInput, SoldOut, place_order
 from portal.sync.models import OutboxEvent
-from tests.conftest import sandbox_events, wait_for
+from tests.channel_proof import prove, shopify_proof
+from tests.conftest import sandbox_events, sandbox_received, sync_settled, wait_for
 
 
 
@@ -82,8 +82,10 @@ def post_wix(client, body: bytes):
     return client.post("/webhooks/wix", data=body, content_type="text/plain")
 
 
-def add_channel(app, organizer_id, platform=SHOPIFY, account=SHOP, secret=SECRET, mappings=None) -> int:
-    """A connected channel with mappings {ticket type name: (product id, variant id)} on the organizer's events."""
+def add_channel(app, organizer_id, platform=SHOPIFY, account=SHOP, secret=SECRET, mappings=None, private_key=None,
+                proved=True) -> int:
+    """A channel with mappings {ticket type name: (product id, variant id)} on the organizer's events: claimed, then
+    (unless proved=False) proved as a real store proves it, by a signed delivery to the webhook endpoint."""
     with app.app_context():
         channel = SalesChannel(organizer_id=organizer_id, platform=platform)
         channel.connect(account, secret)
@@ -95,7 +97,10 @@ def add_channel(app, organizer_id, platform=SHOPIFY, account=SHOP, secret=SECRET
             db.session.add(ChannelMapping(channel_id=channel.id, ticket_type_id=by_name[name].id,
                                           product_id=product_id, variant_id=variant_id))
         db.session.commit()
-        return channel.id
+        channel_id = channel.id
+    if proved:
+        prove(app, channel_id, secret=secret, private_key=private_key)
+    return channel_id
 
 
 def shopify_channel(app, organizer_id, mappings="variants"):
@@ -107,7 +112,7 @@ def shopify_channel(app, organizer_id, mappings="variants"):
 def wix_channel(app, organizer_id, key, mappings="variants"):
     if mappings == "variants":
         mappings = {"General Admission": (WIX_PRODUCT, WIX_GA), "VIP": (WIX_PRODUCT, WIX_VIP)}
-    return add_channel(app, organizer_id, WIX, INSTANCE, public_pem(key), mappings)
+    return add_channel(app, organizer_id, WIX, INSTANCE, public_pem(key), mappings, private_key=key)
 
 
 def orders(app) -> list[Order]:
@@ -668,7 +673,10 @@ def test_connect_shopify_shows_the_webhook_url_and_stores_the_secret_encrypted(a
     page = client.get("/manage/integrations/").get_data(as_text=True)
     assert 'value="http://localhost/webhooks/shopify"' in page
     assert 'aria-label="Copy the Shopify webhook URL"' in page
-    assert "No products mapped" in page
+    assert "Pending proof" in page and "Send test notification" in page  # what the store's admin must do
+    assert shopify_proof(client, SHOP, SECRET).status_code == 200
+    page = client.get("/manage/integrations/").get_data(as_text=True)
+    assert "Pending proof" not in page and "No products mapped" in page
     # Saving again with a blank secret keeps the one saved.
     assert client.post_form("/manage/channels/shopify/connect", {"shop_domain": SHOP, "secret": ""}).status_code == 303
     with app.app_context():
@@ -843,7 +851,10 @@ def test_shopify_and_wix_orders_reach_klaviyo_like_the_widget(app, client, conne
     assert post_shopify(client, shopify_body).json["outcome"] == CREATED
     assert post_wix(client, wix_body).json["outcome"] == CREATED
     start_worker()
-    wait_for(lambda: len(sandbox_events(sandbox.url)) >= 15, timeout=30, message="15 events in the sandbox")
+    wait_for(lambda: len(sandbox_events(sandbox.url)) >= 15 and sync_settled(app), timeout=30,
+             message="15 events in the sandbox and nothing left to send")
+    sent = sandbox_received(sandbox.url)
+    assert len(sent) == 15 and set(sent.values()) == {1}, sent
     grouped = by_order(sandbox_events(sandbox.url))
     assert len(grouped) == 3
     expected = normalized(grouped.pop(widget_id))
@@ -857,5 +868,5 @@ def test_shopify_and_wix_orders_reach_klaviyo_like_the_widget(app, client, conne
     assert post_shopify(client, shopify_body).json["outcome"] == DUPLICATE
     assert post_wix(client, wix_body).json["outcome"] == DUPLICATE
     assert (count(app, Order), count(app, OutboxEvent)) == (3, rows)
-    time.sleep(1.5)
-    assert len(sandbox_events(sandbox.url)) == 15
+    wait_for(lambda: sync_settled(app), message="nothing left to send")
+    assert sandbox_received(sandbox.url) == sent

@@ -2,7 +2,7 @@
 
 from portal.events.models import Event
 from portal.extensions import db
-from tests.conftest import sandbox_events, wait_for
+from tests.conftest import sandbox_events, sandbox_received, sync_settled, wait_for
 
 
 def buy(client, app, event_id, lines, purchaser=None, preview=False, kind="e"):
@@ -34,18 +34,23 @@ def test_three_ticket_order_reaches_sandbox_exactly_once(client, app, connected,
     response = buy(client, app, event_id, [(0, "same"), (0, second), (1, {**second, "email": "SAM@Guest.example"})])
     assert response.status_code == 303, response.get_data(as_text=True)[:2000]
     start_worker()
-    wait_for(lambda: len(sandbox_events(sandbox.url)) >= 5, message="5 events in the sandbox")
+    wait_for(lambda: len(sandbox_events(sandbox.url)) >= 5 and sync_settled(app),
+             message="5 events in the sandbox and nothing left to send")
     events = sandbox_events(sandbox.url)
+    sent = sandbox_received(sandbox.url)
+    assert len(sent) == 5 and set(sent.values()) == {1}, sent
     metrics = sorted(e["metric"] for e in events)
     assert metrics == ["Ordered Experience"] * 3 + ["Placed Order", "Registered Attendee"]
     attendee = next(e for e in events if e["metric"] == "Registered Attendee")
     assert attendee["profile"]["email"] == "sam@guest.example"
     # Running the job again sends nothing new.
-    from portal.sync.queue import enqueue_delivery
+    from portal.sync.jobs import deliver
+    from portal.sync.queue import queue
     with app.app_context():
         from portal.sync.outbox import organizers_with_due_rows
         assert organizers_with_due_rows() == []
-        enqueue_delivery(connected)
-    import time
-    time.sleep(1.5)
-    assert len(sandbox_events(sandbox.url)) == 5
+        job = queue().enqueue(deliver, connected)
+    wait_for(lambda: job.get_status(refresh=True) == "finished", message="the job to run again")
+    assert job.return_value() == 0  # it accepted nothing
+    wait_for(lambda: sync_settled(app), message="nothing left to send")
+    assert sandbox_received(sandbox.url) == sent

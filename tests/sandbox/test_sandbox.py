@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from portal.klaviyo import schemas
+from portal.sandbox import schemas
 from portal.sandbox import create_sandbox_app
 from portal.sandbox.limits import RateLimiter
 from portal.sandbox.server import start_in_thread
@@ -354,12 +354,32 @@ def test_valid_event_is_accepted_and_recorded(post_event, client):
 
 def test_repeat_event_is_deduplicated(post_event, client):
     assert post_event().status_code == 202
-    shouting = sample_event(profile={"data": {"type": "profile", "attributes": {"email": "ADA@Festival.test"}}})
+    (first,) = events_json(client)
+    assert first["times_received"] == 1 and first["last_received_at"] == first["received_at"]
+    shouting = sample_event(profile={"data": {"type": "profile", "attributes": {"email": "ADA@Festival.test"}}},
+                            properties={"OrderId": "changed"})
     assert post_event(shouting).status_code == 202
-    assert len(events_json(client)) == 1
+    (kept,) = events_json(client)  # Klaviyo keeps the first; the sandbox counts the repeat it received
+    assert kept["properties"] == {"OrderId": "1"} and kept["profile"]["email"] == "ada@festival.test"
+    assert kept["times_received"] == 2 and kept["last_received_at"] >= kept["received_at"]
     assert stats(client)["duplicates_ignored"] == 1
+    assert stats(client)["accepted"]["total"] == 1
     assert post_event(sample_event(unique_id="order_2")).status_code == 202
-    assert len(events_json(client)) == 2
+    received = {e["unique_id"]: e["times_received"] for e in events_json(client)}
+    assert received == {"order_1": 2, "order_2": 1}
+    assert "received 2×" in client.get("/").get_data(as_text=True)
+
+
+def test_repeats_are_counted_per_profile_and_metric(post_event, client):
+    assert post_event().status_code == 202
+    other_profile = sample_event(profile={"data": {"type": "profile", "attributes": {"email": "bo@festival.test"}}})
+    other_metric = sample_event(metric={"data": {"type": "metric", "attributes": {"name": "Ordered Experience"}}})
+    for body in (other_profile, other_metric, other_profile):
+        assert post_event(body).status_code == 202
+    received = sorted((e["metric"], e["profile"]["email"], e["times_received"]) for e in events_json(client))
+    assert received == [("Ordered Experience", "ada@festival.test", 1), ("Placed Order", "ada@festival.test", 1),
+                        ("Placed Order", "bo@festival.test", 2)]
+    assert stats(client)["duplicates_ignored"] == 1
 
 
 def test_event_without_unique_id_dedups_on_the_second(post_event, client):
@@ -482,9 +502,24 @@ def test_bulk_of_1000_is_accepted_and_recorded_quickly(post_event, client):
     assert response.status_code == 202 and response.get_data() == b""
     assert stats(client)["accepted"]["by_metric"] == {"Ordered Experience": 1000}
     assert elapsed < 2.0, f"bulk of 1,000 took {elapsed:.3f}s"  # ~0.1 s here; generous for CI
-    # Sending it again records nothing new: every event is a duplicate.
+    # Sending it again records nothing new: every event is a duplicate, and counted as received twice.
     assert post_event(body, path="/api/event-bulk-create-jobs").status_code == 202
     assert stats(client)["duplicates_ignored"] == 1000
+    assert stats(client)["accepted"]["total"] == 1000
+    assert {e["times_received"] for e in events_json(client)} == {2}
+
+
+def test_a_bulk_repeat_of_single_events_counts_only_those(post_event, client):
+    body = bulk_body(3, 1)
+    first = body["data"]["attributes"]["events-bulk-create"]["data"][0]
+    single = {"data": {"type": "event", "attributes": {
+        **first["attributes"]["events"]["data"][0]["attributes"], "profile": first["attributes"]["profile"]}}}
+    assert post_event(single).status_code == 202
+    assert post_event(body, path="/api/event-bulk-create-jobs").status_code == 202
+    received = {e["unique_id"] + " " + e["profile"]["email"]: e["times_received"] for e in events_json(client)}
+    assert received == {"ticket_0_0 buyer0@festival.test": 2, "ticket_1_0 buyer1@festival.test": 1,
+                        "ticket_2_0 buyer2@festival.test": 1}
+    assert stats(client)["duplicates_ignored"] == 1
 
 
 def test_bulk_of_1001_is_rejected(post_event, client):
@@ -666,6 +701,31 @@ def test_state_survives_a_restart(make_app, post_event, token):
     restarted = make_app().test_client()
     assert len(events_json(restarted)) == 1
     assert restarted.get("/api/accounts", headers=api_headers(token)).status_code == 200
+
+
+def test_a_sandbox_file_from_before_repeat_counts_still_opens(db_path, make_app):
+    import sqlite3
+
+    from portal.sandbox import store
+
+    old_schema = store.SCHEMA.replace("    times_received INTEGER NOT NULL DEFAULT 1,\n", "").replace(
+        "    last_received_at REAL,\n", "")
+    assert "times_received" not in old_schema
+    with sqlite3.connect(db_path) as conn:
+        conn.executescript(old_schema)
+        conn.execute("INSERT INTO events (id, account_id, metric, profile_key, profile, properties, unique_id, "
+                     "unique_id_given, time, backfill, source, received_at) VALUES ('evt_old', 'SBX01HXYZ', "
+                     "'Placed Order', 'email:ada@festival.test', '{}', '{}', 'order_1', 1, '2026-07-01T12:00:00+00:00', "
+                     "0, 'create_event', 1.0)")
+    app = make_app()
+    client = app.test_client()
+    (event,) = events_json(client)
+    assert event["times_received"] == 1 and event["last_received_at"] is None
+    token = OAuthFlow(client).connect()["access_token"]
+    response = client.post("/api/events", data=json.dumps(SAMPLE_EVENT), headers=api_headers(token))
+    assert response.status_code == 202
+    (event,) = events_json(client)
+    assert event["id"] == "evt_old" and event["times_received"] == 2
 
 
 def test_reset_wipes_everything(post_event, client, token):
