@@ -22,7 +22,7 @@ from portal.sync.setup_models import CANCELLED, CREATED, FAILED, NEEDS_PERMISSIO
 from tests.conftest import oauth_connect, sandbox_events, wait_for
 
 PANEL = "/manage/integrations/klaviyo/flows/"
-FLOW_KEYS = {"order_confirmation", "event_reminder", "attendee_welcome", "post_event_survey"}
+FLOW_KEYS = {"order_confirmation", "event_reminder", "attendee_welcome", "post_event_survey", "abandoned_checkout"}
 SEGMENT_KEYS = {"vip_segment", "high_value_segment", "repeat_attendees"}
 EXAMPLE = "klaviyo-example@ticketing-portal.test"
 HTMX = {"HX-Request": "true"}
@@ -89,7 +89,7 @@ def test_add_all_makes_every_recipe_as_a_draft_from_our_own_metrics(client, app,
     # The organizer also sells through Shopify: its "Placed Order" is another metric, which no flow may use.
     shopify = sandbox.add_metric("Placed Order", "Shopify", "eCommerce")
     page = client.get(PANEL).get_data(as_text=True)
-    assert "Add all (8)" in page and "Waits for Started Checkout" in page
+    assert "Add all (9)" in page and "Waits for" not in page
     started = datetime.now(timezone.utc).timestamp()
     start_worker()
     answer = client.post_form(PANEL + "all", {"text": "VIP", "amount": "250"})
@@ -272,7 +272,6 @@ def test_the_status_polls_only_while_work_runs(client, app, flows_ready):
     ("add/high_value_segment", {"amount": "-3"}, "above 0"),
     ("add/event_segment", {"event_id": "99999"}, "Pick one of your live events"),
     ("add/event_segment", {"event_id": "1e5"}, "Pick one of your live events"),
-    ("add/abandoned_checkout", {}, "Waits for Started Checkout"),
     ("all", {"text": ""}, "Type the text"),
 ])
 def test_bad_input_gets_a_clear_message_and_adds_nothing(client, app, connected, path, form, message):
@@ -356,3 +355,12 @@ def test_an_expired_token_is_refreshed_once_and_the_recipe_made(client, app, flo
         assert [s["name"] for s in made(sandbox)["segments"]] == ["Ticketing: Repeat Attendees"]
     finally:
         sandbox.configure(access_token_lifetime=3600)
+
+
+def test_abandoned_checkout_says_when_started_checkout_is_off(client, app, connected):
+    from portal.sync import abandoned
+
+    assert "Started Checkout is switched off" not in client.get(PANEL).get_data(as_text=True)
+    with app.app_context():
+        abandoned.set_enabled(connected, False)
+    assert "Started Checkout is switched off in View Details" in client.get(PANEL).get_data(as_text=True)

@@ -151,11 +151,9 @@ def test_a_missing_metric_id_is_a_key_error_not_a_half_built_body():
         recipes.build("order_confirmation", {}, "Ticketing")
 
 
-def test_abandoned_checkout_waits_for_started_checkout_and_the_others_are_offered():
-    assert recipes.STARTED_CHECKOUT not in recipes.SENT_METRICS
-    waiting = [r.key for r in recipes.RECIPES if r.waits_for]
-    assert waiting == ["abandoned_checkout"]
-    assert "Started Checkout" in recipes.BY_KEY["abandoned_checkout"].waits_for
+def test_every_recipe_is_offered_now_that_started_checkout_is_sent():
+    assert recipes.STARTED_CHECKOUT in recipes.SENT_METRICS
+    assert [r.key for r in recipes.RECIPES if r.waits_for] == []
 
 
 # --- the starter e-mails use exactly the Data Reference's properties ---------------------------------------
@@ -241,7 +239,8 @@ def test_names_follow_the_options():
 
 def test_example_profile_has_one_past_event_per_metric_we_send():
     events = example.example_events("klaviyo-example@ticketing-portal.test", datetime(2026, 8, 1, tzinfo=timezone.utc))
-    assert sorted(e.metric for e in events) == sorted(payloads.METRICS + lifecycle.METRICS)
+    assert sorted(e.metric for e in events) == sorted(recipes.SENT_METRICS)
+    assert set(recipes.SENT_METRICS) == set(payloads.METRICS + lifecycle.METRICS) | {"Started Checkout"}
     assert len({e.unique_id for e in events}) == len(events)
     for event in events:
         attributes = event.body["data"]["attributes"]

@@ -16,8 +16,9 @@ from sqlalchemy.exc import IntegrityError
 from portal.events.models import Event
 from portal.extensions import db
 from portal.klaviyo import recipes
+from portal.klaviyo.checkout import STARTED_CHECKOUT
 from portal.klaviyo.recipes import FLOW, Recipe
-from portal.sync import connection as klaviyo, limiter, setup, setup_metrics
+from portal.sync import abandoned, connection as klaviyo, limiter, setup, setup_metrics
 from portal.sync.models import KlaviyoConnection
 from portal.sync.setup_models import (
     CANCELLED, CREATED, FAILED, NEEDS_PERMISSION, PENDING, QUEUED, WORKING, SetupItem,
@@ -38,6 +39,7 @@ class Row:
     state: str  # available | waits | needs_permission | queued | working | created | failed
     link: str | None = None
     label: str = ""
+    note: str = ""  # something the organizer must do in the portal for it to work
 
     @property
     def dom_id(self) -> str:
@@ -74,6 +76,8 @@ def events_for(organizer_id: int) -> list[Event]:
 def _row(recipe: Recipe, key: str, item: SetupItem | None, connection: KlaviyoConnection, label: str = "") -> Row:
     state = "waits" if recipe.waits_for and item is None else _state(item, connection)
     row = Row(recipe, key, item, state, label=label or recipe.title)
+    if STARTED_CHECKOUT in recipe.metrics and not abandoned.enabled(connection.organizer_id):
+        row.note = "Started Checkout is switched off in View Details: turn it on, or this flow never starts."
     if state == "created":
         row.link = klaviyo_link(item)
     return row

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from portal.klaviyo import lifecycle
+from portal.klaviyo.checkout import CartData, CartLine, started_checkout
 from portal.klaviyo.lifecycle import Cancellation, ChangeData, RefundData
 from portal.klaviyo.payloads import (
     OrderData, OutgoingEvent, Person, TicketLine, as_past_event, build_order_events, registered_attendee,
@@ -20,7 +21,7 @@ EXAMPLE_TICKET = "example-ticket"
 
 def example_events(email: str, at: datetime) -> list[OutgoingEvent]:
     """Placed Order, Ordered Experience, Registered Attendee, Cancelled Order, Refunded Order, Cancelled
-    Registration and Event Changed, all for the example profile, all as past events."""
+    Registration, Event Changed and Started Checkout, all for the example profile, all as past events."""
     person = Person("Example", "Attendee", email)
     line = TicketLine(ticket_id=EXAMPLE_TICKET, type_name="General Admission", base_price=Decimal("50"),
                       final_price=Decimal("50"), fee=Decimal("5"), attendee_id=0, attendee=person)
@@ -38,6 +39,10 @@ def example_events(email: str, at: datetime) -> list[OutgoingEvent]:
         lifecycle.refunded_order(order, RefundData(0, at, Decimal("50"), True, "example", (EXAMPLE_TICKET,))),
         lifecycle.cancelled_registration(order, line, lifecycle.LOST_CANCELLED, at),
         lifecycle.event_changed(change, person, {}),
+        started_checkout(CartData(session_id=0, started_at=at, currency="USD", event_name="Example Event",
+                                  event_start=starts, venue="Example Venue", buyer=person,
+                                  lines=(CartLine(0, "General Admission", 1, Decimal("50"), Decimal("50"), Decimal("5")),),
+                                  checkout_url="https://example.invalid/e/example")),
     ]
     out = []
     for event in built:

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from portal.klaviyo import lifecycle, payloads, starter_emails
+from portal.klaviyo.checkout import STARTED_CHECKOUT
 from portal.klaviyo.payloads import ORDERED_EXPERIENCE, PLACED_ORDER, REGISTERED_ATTENDEE
 from portal.klaviyo.starter_emails import StarterEmail
 
-STARTED_CHECKOUT = "Started Checkout"
 # Every metric the portal sends today; a recipe whose metric is not among them waits for it.
-SENT_METRICS = payloads.METRICS + lifecycle.METRICS
+SENT_METRICS = payloads.METRICS + lifecycle.METRICS + (STARTED_CHECKOUT,)
 NEXT_EVENT_START = "NextEventStartAt"  # the profile date property reminder flows are built on
 SEND_TIME = "09:00:00"  # date-triggered e-mails go out at 9:00 in the person's own time zone
 
