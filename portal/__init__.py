@@ -21,21 +21,23 @@ def create_app(test_config: dict | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(INSTANCE.parent / "migrations"))
     csrf.init_app(app)
     login_manager.init_app(app)
-    from portal import cli, errors, filters, headers, models, pages  # noqa: F401  (models registers every table)
+    from portal import cli, errors, filters, headers, inputs, models, pages  # noqa: F401  (models registers every table)
     from portal.auth import login, views as auth_views
     from portal.channels import views as channel_views, webhooks as channel_webhooks
+    from portal.consent import views as consent_views
     from portal.events import views as event_views
-    from portal.integrations import views as integration_views
+    from portal.integrations import flow_views, health as integration_health, views as integration_views
     from portal.orders import views as order_views
     from portal.storefront import views as storefront_views
     from portal.integrations.oauth_state import OAuthStateStore
     from portal.klaviyo.client import init_oauth
 
     init_oauth(app, OAuthStateStore())
-    for module in (pages, auth_views, event_views, storefront_views, order_views, integration_views, channel_views,
-                   channel_webhooks):
+    inputs.install_converters(app)  # before the routes are added
+    for module in (pages, auth_views, event_views, storefront_views, order_views, integration_views, flow_views,
+                   channel_views, channel_webhooks, integration_health, consent_views):
         app.register_blueprint(module.bp)
-    for module in (cli, login, errors, filters, headers):
+    for module in (cli, login, errors, filters, headers, inputs):
         module.init_app(app)
     logging.getLogger("portal").setLevel(app.config.get("LOG_LEVEL", "INFO"))
     return app

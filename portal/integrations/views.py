@@ -5,7 +5,7 @@ from redis.exceptions import RedisError
 
 from portal.extensions import db
 from portal.htmx import render, see_other
-from portal.integrations import service
+from portal.integrations import flows, service
 from portal.sync import backfill, connection as klaviyo, limiter
 from portal.sync.models import DISCONNECTED, BackfillRun
 
@@ -70,7 +70,11 @@ def queue_fragment():
 @bp.get("/klaviyo/checklist")
 @login_required
 def checklist_fragment():
-    return render("integrations/index.html", block="checklist", **_page())
+    """The install checklist (polls itself); there is none unless the connection is active."""
+    context = _page()
+    if context["checklist"] is None:  # e.g. polled from a tab left open after a disconnect
+        abort(404)
+    return render("integrations/index.html", block="checklist", **context)
 
 
 @bp.post("/klaviyo/connect")
@@ -78,7 +82,8 @@ def checklist_fragment():
 def connect():
     """Send the organizer to Klaviyo to authorize (also used for Reconnect)."""
     if not current_app.config.get("KLAVIYO_CLIENT_ID"):
-        flash("Klaviyo is not configured on this portal: set KLAVIYO_CLIENT_ID and KLAVIYO_CLIENT_SECRET.", "error")
+        flash("Klaviyo is not configured on this portal yet: its administrator sets KLAVIYO_CLIENT_ID and "
+              "KLAVIYO_CLIENT_SECRET (see the README).", "error")
         return see_other("integrations.index")
     try:
         response = service.start_authorization(current_user.id, redirect_uri())
@@ -132,6 +137,7 @@ def confirm_disconnect():
 def disconnect():
     connection = _connection_or_404()
     revoked = klaviyo.disconnect(connection)
+    flows.cancel(connection.organizer_id)  # flows and segments still waiting are not made
     if revoked:
         flash("Disconnected from Klaviyo. Nothing more will be sent; what Klaviyo already has stays there.", "success")
     else:
@@ -157,7 +163,8 @@ def checklist(connection) -> list[dict]:
          "href": url_for("events.index"), "action": "Open your events"},
         {"done": state.test_order_id is not None, "title": "Complete a test ticket purchase from the preview",
          "href": url_for("events.index"), "action": "Buy a test ticket"},
-        {"done": state.test_order_sent, "title": "Check Klaviyo for the new events",
+        {"done": state.test_order_stored, "title": "Check Klaviyo for the new events", "note": state.test_order_note,
+         "checking": state.checking,
          "href": url_for("orders.detail", order_id=state.test_order_id) if state.test_order_id else None,
          "action": "See the sync timeline"},
     ]
@@ -182,10 +189,10 @@ def backfill_start():
         return see_other("integrations.details")
     run = backfill.current_run(current_user.id)
     if run and run.status == "running":
-        flash("A backfill is running already.", "info")
+        flash("Past orders are being sent already: the progress is below.", "info")
     else:
         backfill.start(current_user.id)
-        flash("Sending past orders to Klaviyo. They are recorded without triggering flows.", "success")
+        flash("Sending past orders to Klaviyo. They are recorded there without starting any flow.", "success")
     return see_other("integrations.details")
 
 
@@ -211,7 +218,7 @@ def backfill_cancel(run_id):
     run = _run_or_404(run_id)
     if run.status == "running":
         backfill.cancel(run)
-        flash("Backfill stopped. Resume it to carry on where it stopped.", "info")
+        flash("Stopped sending past orders. Resume to carry on from where it stopped.", "info")
     return see_other("integrations.details")
 
 
@@ -221,5 +228,5 @@ def backfill_resume(run_id):
     run = _run_or_404(run_id)
     if run.status == "cancelled" and _connection_or_404().is_active:
         backfill.resume(run)
-        flash("Backfill resumed.", "success")
+        flash("Sending past orders again, from where it stopped.", "success")
     return see_other("integrations.details")

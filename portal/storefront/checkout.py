@@ -4,6 +4,7 @@ from decimal import Decimal
 
 from flask import current_app
 
+from portal.consent import service as consent
 from portal.contact import check_email, check_name, check_phone
 from portal.events.models import Event, TicketType
 from portal.orders.service import AttendeeInput, OrderInput, discounted, find_discount
@@ -48,7 +49,8 @@ def read_checkout(event: Event, form, source: str, is_test: bool) -> Checkout:
     for key in form.keys():
         if key.startswith("qty-"):
             type_id = key[4:]
-            if not (type_id.isascii() and type_id.isdigit()) or int(type_id) not in by_id:
+            # An id past 18 digits is no ticket type's (and int() refuses 4300 digits and more: a 500).
+            if not (type_id.isascii() and type_id.isdigit()) or len(type_id) > 18 or int(type_id) not in by_id:
                 errors["tickets"] = "One of the chosen ticket types does not exist any more. Please choose again."
                 continue
             raw = _text(form, key) or "0"
@@ -80,7 +82,8 @@ def read_checkout(event: Event, form, source: str, is_test: bool) -> Checkout:
 
     discount = None
     if code := _text(form, "discount_code"):
-        discount = checkout.discount = find_discount(event, code[:40])
+        # A code with control characters is no code (and PostgreSQL refuses a NUL in a query).
+        discount = checkout.discount = find_discount(event, code[:40]) if code.isprintable() else None
         if discount is None:
             errors["discount_code"] = "That code is not valid for this event."
 
@@ -94,7 +97,8 @@ def read_checkout(event: Event, form, source: str, is_test: bool) -> Checkout:
 
     if not errors:
         checkout.order = OrderInput(first_name=first, last_name=last, email=email, phone=phone, lines=lines,
-                                    discount=discount, source=source, is_test=is_test)
+                                    discount=discount, source=source, is_test=is_test,
+                                    consent=consent.from_checkout(event, form, source, phone))
     return checkout
 
 

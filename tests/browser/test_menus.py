@@ -18,12 +18,16 @@ def shopify(app, connected):
     """A connected Shopify store next to the connected Klaviyo account: two ⋯ menus on one page."""
     from portal.channels.models import SalesChannel
     from portal.extensions import db
+    from tests.channel_proof import prove
 
+    secret = "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"
     with app.app_context():
         channel = SalesChannel(organizer_id=connected, platform="shopify")
-        channel.connect("demo.myshopify.com", "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")
+        channel.connect("demo.myshopify.com", secret)
         db.session.add(channel)
         db.session.commit()
+        channel_id = channel.id
+    prove(app, channel_id, secret=secret)  # as the store proves it: its signed webhook arrives
 
 
 def focused(page: Page) -> str:
