@@ -119,7 +119,7 @@ def seed(app, orders: int) -> int:
                 db.session.execute(insert(model), rows[start:start + 5000])
         db.session.commit()
         if db.engine.dialect.name == "postgresql":
-            with db.engine.connect() as conn:
+            with db.engine.begin() as conn:  # fresh planner statistics, as autovacuum would gather them
                 conn.exec_driver_sql("ANALYZE")
         return event.id
 

@@ -1,8 +1,18 @@
 """One flat configuration, read from the environment."""
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 INSTANCE = Path(__file__).resolve().parent.parent / "instance"
+
+
+def support_address(base_url: str) -> str:
+    """support@ the portal's domain (https://www.tickets.example.org → support@tickets.example.org); on a
+    machine reached by IP address or localhost, support@localhost."""
+    host = (urlsplit(base_url).hostname or "").removeprefix("www.")
+    if "." not in host or host.replace(".", "").isdigit():
+        host = "localhost"
+    return f"support@{host}"
 
 
 def _bool(value):
@@ -27,15 +37,22 @@ class Config:
     KLAVIYO_OAUTH_BASE = os.environ.get("KLAVIYO_OAUTH_BASE", "https://www.klaviyo.com")
     KLAVIYO_API_BASE = os.environ.get("KLAVIYO_API_BASE", "https://a.klaviyo.com")
     KLAVIYO_API_REVISION = os.environ.get("KLAVIYO_API_REVISION", "2026-07-15")
-    KLAVIYO_SCOPES = "accounts:read events:write"
+    # accounts:read shows which account is connected, events:write sends the events, events:read reads them
+    # back to confirm Klaviyo kept them (the checklist's last step), metrics:read spots a Placed Order that
+    # another integration already sends (the double-send guard). Features add theirs (sync/connection.py).
+    KLAVIYO_SCOPES = "accounts:read events:read events:write metrics:read"
     KLAVIYO_TIMEOUT = float(os.environ.get("KLAVIYO_TIMEOUT", "10"))
     # Where the local Klaviyo sandbox's "received events" page lives, when the portal talks to it.
     KLAVIYO_SANDBOX_URL = os.environ.get("KLAVIYO_SANDBOX_URL")
+    # The name flows and segments made in an organizer's Klaviyo start with ("Ticketing: Event Reminder"), and
+    # the example profile seeded there (default: klaviyo-example@ the portal's own domain).
+    PRODUCT_NAME = os.environ.get("PRODUCT_NAME", "Ticketing")
+    KLAVIYO_EXAMPLE_EMAIL = os.environ.get("KLAVIYO_EXAMPLE_EMAIL")
 
-    # The Klaviyo card's support line: the help link defaults to this project's Klaviyo guide; the
-    # e-mail shows only when the portal's operator sets one.
-    SUPPORT_EMAIL = os.environ.get("SUPPORT_EMAIL")
-    HELP_URL = os.environ.get("HELP_URL", "/help/klaviyo")
+    # The support line, always on the Klaviyo card and in the guide: the operator's support address (by default
+    # support@ the portal's own domain) and a help link (by default the in-app Klaviyo guide).
+    SUPPORT_EMAIL = os.environ.get("SUPPORT_EMAIL") or support_address(PUBLIC_BASE_URL)
+    HELP_URL = os.environ.get("HELP_URL") or "/help/klaviyo"
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
@@ -50,8 +67,9 @@ class Config:
     # A session not used for this long ends; logout ends every copy of it (see portal/auth/login.py).
     SESSION_IDLE_SECONDS = int(os.environ.get("SESSION_IDLE_SECONDS", str(8 * 3600)))
 
-    # Sync tuning: how long a claimed outbox row is leased to a worker before the sweeper may retake it.
-    OUTBOX_LEASE_SECONDS = int(os.environ.get("OUTBOX_LEASE_SECONDS", "120"))
+    # Sync tuning: how long a claimed outbox row is leased to a worker before the sweeper may retake it. Short,
+    # so a killed worker's rows come back in seconds: the worker renews it while it sends (portal/sync/lease.py).
+    OUTBOX_LEASE_SECONDS = int(os.environ.get("OUTBOX_LEASE_SECONDS", "10"))
     OUTBOX_RETRY_HORIZON_SECONDS = int(os.environ.get("OUTBOX_RETRY_HORIZON_SECONDS", str(3 * 24 * 3600)))
     RETRY_BASE_SECONDS = float(os.environ.get("RETRY_BASE_SECONDS", "2"))
     SWEEP_INTERVAL_SECONDS = int(os.environ.get("SWEEP_INTERVAL_SECONDS", "5"))
@@ -62,6 +80,21 @@ class Config:
     # Refresh the access token this long before it expires (the official SDK uses 30 s).
     KLAVIYO_REFRESH_MARGIN_SECONDS = int(os.environ.get("KLAVIYO_REFRESH_MARGIN_SECONDS", "60"))
     DEFAULT_PHONE_REGION = os.environ.get("DEFAULT_PHONE_REGION", "US")
+
+    # Reading a test order's events back from Klaviyo: how long an accepted event that is not visible yet is
+    # looked for again (Klaviyo can take minutes), and how long to wait between two looks at first.
+    VERIFY_WINDOW_SECONDS = int(os.environ.get("VERIFY_WINDOW_SECONDS", "300"))
+    VERIFY_RECHECK_SECONDS = float(os.environ.get("VERIFY_RECHECK_SECONDS", "5"))
+    # Alerts: events held this long (the connection needs reconnecting) or failed open an incident, with one
+    # e-mail to the organizer, and one when it is resolved. MAIL_URL: smtp://user:pass@host:port (smtps:// for
+    # TLS from the start, ?starttls=1 to upgrade); unset, no mail is sent (the incident is still shown).
+    ALERT_HELD_MINUTES = float(os.environ.get("ALERT_HELD_MINUTES", "5"))
+    MAIL_URL = os.environ.get("MAIL_URL")
+    MAIL_FROM = os.environ.get("MAIL_FROM", "Ticketing alerts <alerts@localhost>")
+    # Where the development mail catcher lists what it caught (the run command sets it).
+    MAIL_CATCHER_URL = os.environ.get("MAIL_CATCHER_URL")
+    # Started Checkout: a checkout with an e-mail and a ticket that has not become an order this long after.
+    ABANDONED_CHECKOUT_MINUTES = float(os.environ.get("ABANDONED_CHECKOUT_MINUTES", "30"))
 
     @classmethod
     def load(cls):

@@ -12,12 +12,21 @@ from email_validator import EmailNotValidError, validate_email
 NAME_MAX = 100
 EMAIL_MAX = 99  # Klaviyo rejects e-mail addresses of 100 characters or more
 PHONE_MAX = 30
+# Klaviyo accepts events for addresses at these test domains (202) and then silently drops them, so they never
+# reach a profile. The Klaviyo sandbox does the same (portal/sandbox/schemas.py TEST_EMAIL_DOMAINS).
+KLAVIYO_DROPPED_DOMAINS = ("example.com", "example.org", "example.net", "test.com")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def normalize_email(email: str | None) -> str:
     """The form of an address used to compare two of them: trimmed, lower case."""
     return (email or "").strip().lower()
+
+
+def klaviyo_drops(email: str | None) -> bool:
+    """True for an address whose events Klaviyo accepts but does not keep (a test domain)."""
+    local, at, domain = normalize_email(email).rpartition("@")
+    return bool(local and at) and domain in KLAVIYO_DROPPED_DOMAINS
 
 
 def e164(phone: str | None, region: str = "US") -> str | None:

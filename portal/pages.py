@@ -4,6 +4,7 @@ from flask_login import current_user
 from sqlalchemy import text
 
 from portal.extensions import db
+from portal.klaviyo import metrics
 from portal.sync.queue import redis_connection
 
 bp = Blueprint("core", __name__)
@@ -19,7 +20,7 @@ def index():
 @bp.get("/help/klaviyo")
 def klaviyo_help():
     """The organizer's guide to the Klaviyo integration (public)."""
-    return render_template("help/klaviyo.html")
+    return render_template("help/klaviyo.html", purposes=metrics.PURPOSE)
 
 
 @bp.get("/help/channels")

@@ -83,6 +83,7 @@ class Stack:
             "KLAVIYO_OAUTH_BASE": sandbox, "KLAVIYO_API_BASE": sandbox, "KLAVIYO_SANDBOX_URL": sandbox,
             "KLAVIYO_TIMEOUT": 5.0, "RETRY_BASE_SECONDS": 0.2, "SWEEP_INTERVAL_SECONDS": 1,
             "PROPAGATE_EXCEPTIONS": True,  # a server error shows its traceback here (werkzeug logs it)
+            "SUPPORT_EMAIL": "help@harbourlights.example",  # what an operator sets (the default is support@ its domain)
         })
 
     def _migrate(self):

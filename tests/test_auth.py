@@ -16,8 +16,8 @@ EMAIL = "ada@organizer.example"
 # Endpoints anyone may reach without logging in.
 PUBLIC_ENDPOINTS = {
     "static", "core.index", "core.healthz", "core.klaviyo_help", "core.channels_help", "auth.signup", "auth.login",
-    "storefront.event_page", "storefront.widget", "storefront.attendees", "storefront.checkout",
-    "storefront.confirmation", "storefront.sync_panel",
+    "storefront.event_page", "storefront.widget", "storefront.attendees", "storefront.summary", "storefront.checkout",
+    "storefront.confirmation", "storefront.sync_panel", "storefront.checkout_started",
 }
 
 

@@ -407,7 +407,10 @@ def test_embed_snippet_points_at_the_public_widget(client, app, organizer, make_
     public_id = event_info(app, event_id)[0]
     page = client.get(f"/manage/events/{event_id}/widget").get_data(as_text=True)
     snippet = html.unescape(re.search(r'<pre id="embed-snippet"[^>]*>(.*?)</pre>', page, re.S).group(1))
-    assert f'<iframe src="http://localhost/w/{public_id}"' in snippet
+    assert f'<iframe data-ticketing-widget src="http://localhost/w/{public_id}"' in snippet
+    # One copy-paste: the iframe (its fixed height only for browsers without JavaScript) and the script that sizes it.
+    assert "height:760px" in snippet
+    assert snippet.strip().endswith('<script src="http://localhost/static/embed.js" async></script>')
 
 
 def htmx_post(client, url, data):

@@ -139,7 +139,7 @@ def test_authorize_redirect_carries_exactly_what_klaviyo_requires(client, organi
     assert params["response_type"] == "code"
     assert params["client_id"] == "sandbox-client-id"
     assert params["redirect_uri"] == PUBLIC_BASE + CALLBACK
-    assert params["scope"] == "accounts:read events:write"
+    assert params["scope"] == "accounts:read events:read events:write metrics:read"
     assert params["code_challenge_method"] == "S256"
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", params["code_challenge"])
     assert len(params["state"]) >= 20
@@ -185,7 +185,9 @@ def test_code_exchange_uses_basic_auth_and_pkce(client, organizer, sandbox, wire
 
 def test_connected_card(client, app, connected):
     page = client.get("/manage/integrations/").get_data(as_text=True)
-    assert f"Connected to Klaviyo account {ORG_NAME}." in page  # the flash after coming back
+    # The flash after coming back, with one full stop after "Sandbox Festival Co."
+    assert ORG_NAME.endswith(".") and f"Connected to your Klaviyo account {ORG_NAME}<" in page
+    assert ".." not in re.sub(r"<[^>]+>", "", page).replace("...", "")
     article = card(page)
     assert re.search(r'<span class="check" role="img" aria-label="Connected">✓</span>', article)
     assert f"<strong>{ORG_NAME}</strong>" in article
@@ -220,7 +222,7 @@ def test_tokens_are_encrypted_at_rest_and_never_in_the_session_or_pages(client, 
         assert access not in raw[0] and refresh not in raw[1]
         assert access[4:40] not in raw[0] and refresh[4:30] not in raw[1]
         assert decrypt(raw[0]) == access and decrypt(raw[1]) == refresh
-        assert raw[2] == "accounts:read events:write"
+        assert raw[2] == "accounts:read events:read events:write metrics:read"
     cookie = client.get_cookie("session")
     session = app.session_interface.get_signing_serializer(app).loads(cookie.value)
     dumped = repr(session)
@@ -237,6 +239,11 @@ def facts(page: str) -> dict[str, str]:
     return {k: html.unescape(re.sub(r"<[^>]+>", "", v)).strip() for k, v in pairs}
 
 
+def queue_counts(page: str) -> dict[str, int]:
+    return {label: int(n) for n, label in re.findall(
+        r"<b>(\d+)</b><span>(accepted by Klaviyo|on the way|held until you reconnect|failed)</span>", page)}
+
+
 @pytest.mark.parametrize("htmx", [False, True])
 def test_view_details(client, app, connected, htmx):
     response = client.get("/manage/integrations/klaviyo", headers={"HX-Request": "true"} if htmx else {})
@@ -246,19 +253,20 @@ def test_view_details(client, app, connected, htmx):
     assert "Klaviyo connection details" in page
     shown = facts(page)
     conn = connection(app)
-    assert shown["Organization"] == ORG_NAME
-    assert shown["Account ID"] == "SBX01HXYZ"
+    assert shown["Klaviyo account"] == ORG_NAME
+    assert shown["Account ID"] == "SBX01HXYZ"  # behind Details, with the other technical facts
     assert shown["Public API key (site ID)"] == "SbX123"
-    assert shown["Timezone"] == "America/New_York"
+    assert shown["Time zone"] == "America/New_York"
     assert shown["Currency"] == "USD"
     assert shown["Status"] == "Connected"
     assert shown["Connected by"] == "Ada Events <ada@organizer.example>"
     assert shown["Connected"] == conn.connected_at.strftime("%-d %b %Y, %H:%M UTC")
-    assert shown["Scopes granted"] == "accounts:read, events:write"
-    assert shown["Last successful sync"] == "Nothing sent yet"
-    counts = dict((label, int(n)) for n, label in re.findall(r"<b>(\d+)</b><span>(sent|pending|held|failed)</span>",
-                                                               page))
-    assert counts == {"sent": 0, "pending": 0, "held": 0, "failed": 0}
+    assert shown["Permissions (scopes)"] == "accounts:read, events:read, events:write, metrics:read"
+    assert shown["Last event accepted"] == "Nothing sent yet"
+    assert re.search(r'<details class="tech" id="tech-connection">.*Account ID.*SBX01HXYZ.*</details>', page, re.S)
+    assert queue_counts(page) == {"accepted by Klaviyo": 0, "on the way": 0, "held until you reconnect": 0,
+                                  "failed": 0}
+    assert "Nothing sent yet: the next purchase goes to Klaviyo as it happens." in page
     assert "Refresh account details" in page
 
 
@@ -278,10 +286,10 @@ def test_view_details_queue_counts_are_real(client, app, connected, make_event):
         db.session.commit()
     body = client.get("/manage/integrations/klaviyo/queue", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert "<html" not in body and 'id="klaviyo-queue"' in body
-    counts = dict((label, int(n)) for n, label in re.findall(r"<b>(\d+)</b><span>(sent|pending|held|failed)</span>",
-                                                               body))
-    assert counts == {"sent": 0, "pending": 3, "held": 0, "failed": 1}  # Placed Order + 2 Ordered Experience
-    assert "Registered Attendee" in body and "boom" in body
+    assert queue_counts(body) == {"accepted by Klaviyo": 0, "on the way": 3, "held until you reconnect": 0,
+                                  "failed": 1}  # Placed Order + 2 Ordered Experience
+    assert "Registered Attendee: boom" in body
+    assert "1 event failed: open its order to see why, then retry." in body  # the queue's plain line
 
 
 def test_view_details_when_not_connected_goes_back_to_the_card(client, organizer):
@@ -609,7 +617,9 @@ def test_disconnect_revokes_deletes_tokens_and_shows_connect(client, app, connec
     # The order's timeline says so too.
     with app.app_context():
         order_id = db.session.scalar(select(Order.id))
-    assert "Cancelled: disconnected" in client.get(f"/manage/orders/{order_id}").get_data(as_text=True)
+    page = client.get(f"/manage/orders/{order_id}").get_data(as_text=True)
+    assert '<span class="badge">Not sent</span>' in page
+    assert "Not sent: Klaviyo was disconnected before it went." in page
 
 
 def closed_port_url() -> str:
@@ -685,10 +695,18 @@ def test_verify_installation_checklist_ticks_itself(client, app, connected, make
     with app.app_context():
         assert jobs.deliver(connected) == 2  # the worker's job, run here against the sandbox
     body = client.get("/manage/integrations/klaviyo/checklist").get_data(as_text=True)
+    # Accepted (202) is not enough: step 4 waits until the events are read back from Klaviyo.
+    assert steps(body) == [True, True, True, False] and "Checking Klaviyo: 0 of 2 events stored" in body
+    assert 'hx-trigger="every 3s"' in body
+    with app.app_context():
+        from portal.sync import verify
+
+        verify.run(connected)  # the read-back job (Get Events), run here against the sandbox
+    body = client.get("/manage/integrations/klaviyo/checklist").get_data(as_text=True)
     assert steps(body) == [True, True, True, True]
     assert "4 of 4 done: your installation works." in body and "hx-trigger" not in body
     shown = facts(client.get("/manage/integrations/klaviyo").get_data(as_text=True))
-    assert shown["Last successful sync"] != "Nothing sent yet"
+    assert shown["Last event accepted"] != "Nothing sent yet"
 
 
 # --- fragments that poll themselves: only while something is on its way ------------------------------------------------
@@ -714,13 +732,13 @@ def test_view_details_queue_polls_only_while_events_are_pending(client, app, con
     assert 'id="klaviyo-queue"' in idle and "every 2s" not in idle
     buy_one(client, app, make_event(connected))
     busy = client.get(QUEUE, headers=HTMX).get_data(as_text=True)
-    assert "<b>2</b><span>pending</span>" in busy
+    assert "<b>2</b><span>on the way</span>" in busy
     assert re.search(rf'<div id="klaviyo-queue" hx-get="{QUEUE}" hx-swap="outerHTML"\s+hx-trigger="every 2s">', busy)
     assert 'hx-trigger="every 2s"' in client.get("/manage/integrations/klaviyo", headers=HTMX).get_data(as_text=True)
     with app.app_context():
         assert jobs.deliver(connected) == 2
     sent = client.get(QUEUE, headers=HTMX).get_data(as_text=True)
-    assert "<b>2</b><span>sent</span>" in sent and "<b>0</b><span>pending</span>" in sent
+    assert "<b>2</b><span>accepted by Klaviyo</span>" in sent and "<b>0</b><span>on the way</span>" in sent
     assert "every 2s" not in sent
     assert 'hx-trigger="every 2s"' not in client.get("/manage/integrations/klaviyo").get_data(as_text=True)
     # Still a way to look again: Refresh asks for the fragment (a plain link to View Details without JavaScript).
@@ -737,7 +755,7 @@ def test_view_details_polls_while_a_backfill_runs(client, app, connected):
         db.session.commit()
         run_id = run.id
     queue = client.get(QUEUE, headers=HTMX).get_data(as_text=True)
-    assert "<b>0</b><span>pending</span>" in queue and 'hx-trigger="every 2s"' in queue
+    assert "<b>0</b><span>on the way</span>" in queue and 'hx-trigger="every 2s"' in queue
     progress = client.get("/manage/integrations/klaviyo/backfill/progress", headers=HTMX).get_data(as_text=True)
     assert 'hx-trigger="load delay:1s"' in progress
     with app.app_context():
@@ -763,5 +781,11 @@ def test_checklist_polls_only_while_the_test_order_is_sending(client, app, conne
     assert steps(sending)[2:] == [True, False] and 'hx-trigger="every 3s"' in sending
     with app.app_context():
         assert jobs.deliver(connected) == 2
+    accepted = client.get("/manage/integrations/klaviyo/checklist", headers=HTMX).get_data(as_text=True)
+    assert steps(accepted)[2:] == [True, False] and 'hx-trigger="every 3s"' in accepted  # being read back
+    with app.app_context():
+        from portal.sync import verify
+
+        verify.run(connected)
     sent = client.get("/manage/integrations/klaviyo/checklist", headers=HTMX).get_data(as_text=True)
     assert steps(sent)[2:] == [True, True] and "every 3s" not in sent

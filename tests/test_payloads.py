@@ -54,6 +54,7 @@ def test_placed_order_golden():
             "VenueName": "Central Park, New York",
             "Currency": "USD",
             "AttendeeCount": 3,
+            "IsTest": False,
         },
         "time": "2026-06-01T14:30:15Z",
         "unique_id": "order_12345",
@@ -73,6 +74,7 @@ def test_ordered_experience_golden():
             "OrderId": "12345", "ExperienceId": "t-2", "ExperienceName": "General Admission", "Quantity": 1,
             "TicketPrice": 75, "FinalPrice": 67.5, "FeeAmount": 5, "EventName": "Summer Music Festival 2026",
             "EventStartAt": "2026-07-15T18:00:00Z", "VenueName": "Central Park, New York", "Currency": "USD",
+            "IsTest": False,
         },
         "time": "2026-06-01T14:30:15Z",
         "unique_id": "experience_t-2",
@@ -92,7 +94,7 @@ def test_registered_attendee_golden():
         "properties": {
             "AttendeeId": "2", "EventName": "Summer Music Festival 2026", "EventStartAt": "2026-07-15T18:00:00Z",
             "EventEndAt": "2026-07-15T23:00:00Z", "VenueName": "Central Park, New York", "OrderId": "12345",
-            "Currency": "USD", "TicketName": "General Admission",
+            "Currency": "USD", "TicketName": "General Admission", "IsTest": False,
         },
         "time": "2026-06-01T14:30:15Z",
         "unique_id": "attendee_2",
@@ -118,6 +120,13 @@ def test_attendee_reason(email, reason):
     line = TicketLine("t-9", "GA", Decimal("1"), Decimal("1"), Decimal("0"), 9, Person("A", "B", email))
     order = OrderData(**{**order.__dict__, "tickets": (line,)})
     assert payloads.attendee_reasons(order) == [(9, reason)]
+
+
+def test_a_test_order_carries_is_test_true_on_every_event():
+    result = build_order_events(OrderData(**{**golden_order().__dict__, "is_test": True}))
+    assert [e.body["data"]["attributes"]["properties"]["IsTest"] for e in result.events] == [True] * 5
+    assert all(e.body["data"]["attributes"]["properties"]["IsTest"] is False
+               for e in build_order_events(golden_order()).events)
 
 
 def test_unreadable_phone_is_left_out_and_noted():

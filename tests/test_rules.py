@@ -81,6 +81,11 @@ def test_imports_point_one_way():
     assert result.returncode == 0, result.stdout
 
 
+# The base scopes (portal/config.py KLAVIYO_SCOPES): the account, sending events, reading them back (the checklist's
+# round trip) and listing metrics (the double-send guard).
+BASE = {"accounts:read", "events:read", "events:write", "metrics:read"}
+
+
 def test_incremental_authorization_asks_for_a_features_scopes_only_once_it_is_on(client, app, connected, sandbox):
     from urllib.parse import parse_qs, urlsplit
 
@@ -91,15 +96,14 @@ def test_incremental_authorization_asks_for_a_features_scopes_only_once_it_is_on
         start = client.post_form("/manage/integrations/klaviyo/connect")
         return set(parse_qs(urlsplit(start.headers["Location"]).query)["scope"][0].split())
 
-    assert asked() == {"accounts:read", "events:write"}  # a connection that never turns a feature on
+    assert asked() == BASE  # a connection that never turns a feature on
     with app.app_context():
         connection = klaviyo.connection_for(connected)
         assert klaviyo.turn_on(connection, "subscriptions") is True  # Klaviyo must be asked for more
         db.session.commit()
     page = client.get("/manage/integrations/").get_data(as_text=True)
     assert "Klaviyo needs one more permission for list subscriptions." in page
-    assert asked() == {"accounts:read", "events:write", "lists:read", "lists:write", "profiles:write",
-                       "subscriptions:write"}
+    assert asked() == BASE | {"lists:read", "lists:write", "profiles:write", "subscriptions:write"}
     assert oauth_connect(client, sandbox.url).status_code == 303
     with app.app_context():
         connection = klaviyo.connection_for(connected)

@@ -7,8 +7,8 @@ from portal.events.forms import DiscountForm, EventForm, TicketTypeForm, WidgetF
 from portal.events.models import DiscountCode, Event, TicketType
 from portal.extensions import db
 from portal.htmx import render, see_other
-from portal.orders import lifecycle
-from portal.orders.models import CANCELLED, Order
+from portal.orders import lifecycle, listing
+from portal.orders.models import CANCELLED, CHANNEL_TEXT, ORDER_STATUS_TEXT, Order
 from portal.types import utcnow
 
 bp = Blueprint("events", __name__, url_prefix="/manage/events")
@@ -133,7 +133,7 @@ def make_live(event_id):
 def make_draft(event_id):
     event = get_event_or_404(event_id)
     if event.is_cancelled:
-        flash("This event is cancelled; it stays cancelled.", "error")
+        flash("A cancelled event stays cancelled: it can't become a draft again.", "error")
         return see_other("events.detail", event_id=event.id)
     event.status = "draft"
     db.session.commit()
@@ -284,6 +284,9 @@ def previewed(event_id):
 @bp.get("/<int:event_id>/orders")
 @login_required
 def orders(event_id):
+    """The event's orders: filters, search by name or e-mail, pages of 50, each order's Klaviyo sync status."""
     event = get_event_or_404(event_id)
-    rows = list(db.session.scalars(select(Order).where(Order.event_id == event.id).order_by(Order.id.desc())))
-    return render("events/orders.html", event=event, orders=rows)
+    filters = listing.read_filters(request.args)
+    return render("events/orders.html", block="results", event=event, filters=filters,
+                  page=listing.orders_page(event, filters), channels=listing.channels_of(event.id),
+                  statuses=ORDER_STATUS_TEXT, kinds=listing.KINDS, channel_text=CHANNEL_TEXT)

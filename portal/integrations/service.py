@@ -15,11 +15,12 @@ from sqlalchemy import func, select
 
 from portal.events.models import Event
 from portal.extensions import db
-from portal.integrations import oauth_state
+from portal.integrations import flows, oauth_state
 from portal.klaviyo import client
 from portal.orders.models import Order
-from portal.sync import connection as klaviyo, limiter, outbox
+from portal.sync import connection as klaviyo, limiter, metric_guard, outbox, verdicts
 from portal.sync.models import CANCELLED, CLAIMED, CONNECTED, FAILED, HELD, PENDING, SENT, KlaviyoConnection, OutboxEvent
+from portal.text import sentence
 from portal.types import utcnow
 
 log = logging.getLogger("portal.klaviyo")
@@ -125,10 +126,14 @@ def finish_authorization(organizer, args) -> Outcome:
     connection = connect(organizer, token, account)
     db.session.commit()
     klaviyo.reconnected(connection)
+    flows.resume(organizer.id)  # flows and segments that waited for this Reconnect's permission
+    metric_guard.request_check(organizer.id)  # does another integration already send Placed Order?
     if account is None or not account.accepted:
         return Outcome("warning", "Connected to Klaviyo. The account details could not be loaded yet; "
                                   "use Refresh in View Details.")
-    return Outcome("success", f"Connected to Klaviyo account {connection.organization_name}.")
+    # One full stop, even after a name that ends with one ("Sandbox Festival Co.").
+    return Outcome("success", sentence(f"Connected to your Klaviyo account {connection.organization_name}"
+                                       if connection.organization_name else "Connected to your Klaviyo account"))
 
 
 def _oauth_error_text(exc: OAuthError) -> str:
@@ -226,7 +231,9 @@ class Checklist:
     live_event: bool
     previewed: bool
     test_order_id: int | None
-    test_order_sent: bool
+    test_order_stored: bool  # Klaviyo has every event of a test order (read back: a 202 is not enough)
+    test_order_note: str | None = None  # what the latest test order's events are waiting for, or why they failed
+    checking: bool = False  # still looking for them in Klaviyo
 
 
 def checklist(organizer_id: int) -> Checklist:
@@ -236,8 +243,13 @@ def checklist(organizer_id: int) -> Checklist:
         Event.organizer_id == organizer_id, Event.preview_opened_at.is_not(None)))
     test_order = db.session.scalar(select(Order.id).where(Order.organizer_id == organizer_id, Order.is_test.is_(True))
                                    .order_by(Order.id.desc()).limit(1))
-    sent = False
-    if test_order is not None:
-        statuses = list(db.session.scalars(select(OutboxEvent.status).where(OutboxEvent.order_id == test_order)))
-        sent = bool(statuses) and all(status == SENT for status in statuses)
-    return Checklist(bool(live), bool(previewed), test_order, sent)
+    if test_order is None:
+        return Checklist(bool(live), bool(previewed), None, False)
+    connection = klaviyo.connection_for(organizer_id)
+    latest = verdicts.order_check(connection, test_order)
+    stored = latest.done or any(
+        verdicts.order_check(connection, order_id).done for order_id in db.session.scalars(
+            select(Order.id).where(Order.organizer_id == organizer_id, Order.is_test.is_(True), Order.id != test_order)
+            .order_by(Order.id.desc()).limit(9)))
+    return Checklist(bool(live), bool(previewed), test_order, stored, None if stored else latest.note,
+                     latest.checking and not stored)

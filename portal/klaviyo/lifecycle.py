@@ -70,6 +70,7 @@ def cancelled_order(order: OrderData, cancellation: Cancellation) -> OutgoingEve
         "VenueName": order.venue,
         "Currency": order.currency,
         "Reason": cancellation.reason,
+        "IsTest": order.is_test,
     }
     return event(CANCELLED_ORDER, f"cancel_{order.order_id}", order.purchaser, None, properties, cancellation.at,
                  order_total(order), order.currency, order.next_events)
@@ -87,6 +88,7 @@ def refunded_order(order: OrderData, refund: RefundData) -> OutgoingEvent:
         "EventStartAt": iso_utc(order.event_start),
         "Currency": order.currency,
         "Reason": refund.reason,
+        "IsTest": order.is_test,
     }
     return event(REFUNDED_ORDER, f"refund_{refund.refund_id}", order.purchaser, None, properties, refund.at,
                  refund.amount, order.currency, order.next_events)
@@ -103,6 +105,7 @@ def cancelled_registration(order: OrderData, line: TicketLine, lost: str, at: da
         "VenueName": order.venue,
         "TicketName": line.type_name,
         "Reason": lost,
+        "IsTest": order.is_test,
     }
     return event(CANCELLED_REGISTRATION, f"unregistered_{line.attendee_id}", line.attendee, None, properties, at,
                  next_events=order.next_events)

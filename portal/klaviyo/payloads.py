@@ -77,6 +77,7 @@ class OrderData:
     tickets: tuple[TicketLine, ...]
     phone_region: str = "US"
     next_events: NextEvents | None = None
+    is_test: bool = False  # a test purchase (the organizer's preview, a store's test order): IsTest on its events
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,7 @@ def _placed_order(order: OrderData, phone: str | None) -> OutgoingEvent:
         "VenueName": order.venue,
         "Currency": order.currency,
         "AttendeeCount": len(order.tickets),
+        "IsTest": order.is_test,
     }
     return event(PLACED_ORDER, f"order_{order.order_id}", order.purchaser, phone, properties,
                  order.placed_at, order_total(order), order.currency, order.next_events)
@@ -238,6 +240,7 @@ def _ordered_experience(order: OrderData, line: TicketLine) -> OutgoingEvent:
         "EventStartAt": iso_utc(order.event_start),
         "VenueName": order.venue,
         "Currency": order.currency,
+        "IsTest": order.is_test,
     }
     # The Data Reference ties Ordered Experience to the purchaser's profile, without a phone number.
     return event(ORDERED_EXPERIENCE, f"experience_{line.ticket_id}", order.purchaser, None, properties,
@@ -258,6 +261,7 @@ def registered_attendee(order: OrderData, line: TicketLine, at: datetime | None 
         "OrderId": str(order.order_id),
         "Currency": order.currency,
         "TicketName": line.type_name,
+        "IsTest": order.is_test,
     }
     return event(REGISTERED_ATTENDEE, f"attendee_{line.attendee_id}", line.attendee, phone, properties,
                  at or order.placed_at, next_events=order.next_events)

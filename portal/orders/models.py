@@ -16,6 +16,9 @@ PARTLY_REFUNDED = "partly_refunded"
 REFUNDED = "refunded"
 CANCELLED = "cancelled"
 ORDER_STATUS_TEXT = {PAID: "Paid", PARTLY_REFUNDED: "Partly refunded", REFUNDED: "Refunded", CANCELLED: "Cancelled"}
+# Where an order was placed (Order.source), in words.
+CHANNEL_TEXT = {"event_page": "Event Page", "widget": "Widget", "preview": "Preview", "shopify": "Shopify",
+                "wix": "Wix"}
 
 # A ticket's status: only a valid ticket gets its holder in.
 VALID = "valid"
@@ -26,7 +29,11 @@ TICKET_STATUS_TEXT = {VALID: "Valid", TICKET_CANCELLED: "Cancelled", TICKET_REFU
 
 class Order(db.Model):
     __tablename__ = "orders"
-    __table_args__ = (Index("ix_orders_event_status", "event_id", "status"),)
+    # The orders list reads one event's orders newest first, filtered by status, test or real, or channel.
+    __table_args__ = (Index("ix_orders_event_status", "event_id", "status", "id"),
+                      Index("ix_orders_event_newest", "event_id", "id"),
+                      Index("ix_orders_event_test", "event_id", "is_test", "id"),
+                      Index("ix_orders_event_source", "event_id", "source", "id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # The buyer's confirmation page is reached by this unguessable token, never by the id.
@@ -79,6 +86,10 @@ class Order(db.Model):
     @property
     def status_text(self) -> str:
         return ORDER_STATUS_TEXT[self.status]
+
+    @property
+    def channel_text(self) -> str:
+        return CHANNEL_TEXT.get(self.source, self.source.replace("_", " "))
 
     @property
     def purchaser_name(self) -> str:

@@ -45,7 +45,7 @@ def retry_event(order_id, outbox_id):
     if outbox.retry(row):
         db.session.commit()
         enqueue_delivery(order.organizer_id)
-        flash(f"{row.metric} will be sent again.", "success")
+        flash(f"{row.metric} goes to Klaviyo again in a moment.", "success")
     return see_other("orders.detail", order_id=order.id)
 
 

@@ -6,9 +6,11 @@ from sqlalchemy import select
 
 from portal.events.models import Event
 from portal.extensions import csrf, db
+from portal.orders import sync_status
 from portal.orders.models import Order
 from portal.orders.service import SoldOut, place_order
-from portal.storefront.checkout import MAX_PER_ORDER, Checkout, read_checkout
+from portal.storefront import started
+from portal.storefront.checkout import MAX_PER_ORDER, Checkout, read_checkout, read_choice
 from portal.sync.connection import connection_for
 from portal.sync.models import OutboxEvent
 from portal.htmx import render, see_other
@@ -62,7 +64,7 @@ def _show(event, layout, preview, checkout: Checkout | None = None, status=200, 
 @bp.get("/e/<public_id>")
 def event_page(public_id):
     event, preview = _event_for_sale(public_id)
-    return _show(event, "page", preview)
+    return _show(event, "page", preview, started.restored(event, request.args, preview))  # a CheckoutURL's tickets
 
 
 @bp.get("/w/<public_id>")
@@ -71,15 +73,27 @@ def widget(public_id):
     return _show(event, "widget", preview)
 
 
+def _live_part(kind: str, public_id: str, block: str):
+    event, preview = _event_for_sale(public_id)
+    checkout = read_choice(event, request.args, preview)
+    layout = "page" if kind == "e" else "widget"
+    return render(LAYOUTS[layout], block=block, event=event, preview=preview, checkout=checkout,
+                  errors=checkout.errors, values=checkout.values, layout=layout, max_per_order=MAX_PER_ORDER,
+                  page_error=None, form_token=form_token(event))
+
+
 @bp.get("/<any(e,w):kind>/<public_id>/attendees")
 def attendees(kind, public_id):
-    """The attendee fields for the chosen quantities (htmx swaps them in as quantities change)."""
-    event, preview = _event_for_sale(public_id)
-    checkout = read_checkout(event, request.args, "preview", preview)
-    checkout.errors = {}
-    return render(LAYOUTS["page" if kind == "e" else "widget"], block="attendees", event=event, preview=preview,
-                  checkout=checkout, errors={}, values=checkout.values, layout="page" if kind == "e" else "widget",
-                  max_per_order=MAX_PER_ORDER, page_error=None, form_token=form_token(event))
+    """The attendee fields for the chosen quantities, with the order summary (htmx swaps them in as quantities
+    change)."""
+    return _live_part(kind, public_id, "attendees")
+
+
+@bp.get("/<any(e,w):kind>/<public_id>/summary")
+def summary(kind, public_id):
+    """The order summary: lines, discount, fees and total, and whether the discount code is valid (htmx swaps it
+    in as the code is typed)."""
+    return _live_part(kind, public_id, "summary")
 
 
 @bp.post("/<any(e,w):kind>/<public_id>/checkout")
@@ -95,12 +109,34 @@ def checkout(kind, public_id):
     checkout = read_checkout(event, request.form, source, is_test=preview)
     if checkout.order is None:
         return _show(event, layout, preview, checkout, 422, "Please check the highlighted fields.")
+    warning = started.test_domain_warning(checkout.order)
+    if warning and request.form.get(started.CONFIRM_FIELD) != "1":  # warned before it is placed
+        checkout.errors["test_domain"] = warning
+        return _show(event, layout, preview, checkout, 422, "Klaviyo would drop this test order's events: see why "
+                     "above the button.")
     try:
         order = place_order(event, checkout.order)
     except SoldOut as exc:
         checkout.errors[f"qty-{exc.ticket_type.id}"] = (f"Only {exc.remaining} left." if exc.remaining else "Sold out.")
         return _show(event, layout, preview, checkout, 409, "Someone was quicker: tickets ran out while you were choosing.")
+    started.completed(event, request.form, order)  # no Started Checkout for a checkout that became an order
     return see_other("storefront.confirmation", token=order.public_token, w=1 if layout == "widget" else None)
+
+
+@bp.post("/<any(e,w):kind>/<public_id>/checkout/started")
+@csrf.exempt  # checked with the signed form token, like the checkout itself
+def checkout_started(kind, public_id):
+    """The checkout form's change requests (htmx): keep the checkout for Started Checkout once it has an e-mail and a
+    ticket; for a test purchase, answer with the warning about addresses Klaviyo drops."""
+    event, preview = _event_for_sale(public_id)
+    if not _form_token_ok(event):
+        return "", 400
+    return started.capture(event, request.form, preview, "widget" if kind == "w" else "page")
+
+
+@bp.app_context_processor
+def _checkout_session():
+    return {"new_checkout_session": started.new_token}
 
 
 def _order_by_token(token: str) -> Order:
@@ -117,8 +153,9 @@ def confirmation(token):
     connection = connection_for(order.organizer_id) if is_owner else None
     show_sync = bool(is_owner and connection and connection.status != "disconnected")
     template = "storefront/confirmation_widget.html" if request.args.get("w") else "storefront/confirmation.html"
-    return render(template, order=order, event=order.event, show_sync=show_sync,
-                  sync_rows=_sync_rows(order) if show_sync else [])
+    rows = _sync_rows(order) if show_sync else []
+    return render(template, order=order, event=order.event, show_sync=show_sync, sync_rows=rows,
+                  **sync_status.context(order, rows))
 
 
 @bp.get("/orders/<token>/sync")
@@ -127,8 +164,9 @@ def sync_panel(token):
     order = _order_by_token(token)
     if not (current_user.is_authenticated and current_user.id == order.organizer_id):
         abort(404)
+    rows = _sync_rows(order)
     return render("storefront/confirmation.html", block="sync_panel", order=order, event=order.event,
-                  show_sync=True, sync_rows=_sync_rows(order))
+                  show_sync=True, sync_rows=rows, **sync_status.context(order, rows))
 
 
 def _sync_rows(order: Order) -> list[OutboxEvent]:

@@ -28,7 +28,7 @@ def test_view_details_polls_only_while_events_are_pending(page: Page, app, clien
     def stat(name):
         return queue.locator(".stat").filter(has=page.locator("span", has_text=re.compile(f"^{name}$"))).locator("b")
 
-    pending = stat("pending")
+    pending = stat("on the way")
     expect(pending).to_have_text("0")
     page.wait_for_timeout(2500)
     assert polls == [], "an idle queue does not poll"
@@ -51,4 +51,4 @@ def test_view_details_polls_only_while_events_are_pending(page: Page, app, clien
     settled = len(polls)
     page.wait_for_timeout(2500)
     assert len(polls) == settled, "once everything is sent the queue stops polling"
-    expect(stat("sent")).to_have_text("2")
+    expect(stat("accepted by Klaviyo")).to_have_text("2")
