@@ -139,3 +139,19 @@ def test_a_london_event_reads_london_numbers(client, app, make_organizer, make_e
     assert client.post_form(f"/e/{public_id}/checkout", form).status_code == 303
     with app.app_context():
         assert db.session.scalar(select(Order.phone)) == "+442079460958"
+
+
+def test_pages_carry_a_strict_content_security_policy(client, app, organizer, make_event):
+    event_id = make_event(organizer)
+    public_id, _ = info(app, event_id)
+    page = client.get("/manage/integrations/")
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy
+    assert "unsafe-inline" not in policy.replace("style-src-attr 'unsafe-inline'", "")  # no inline script, no <style>
+    assert "frame-ancestors 'self'" in policy and page.headers["X-Frame-Options"] == "SAMEORIGIN"
+    assert page.headers["Cache-Control"] == "no-store"  # an organizer page
+    widget = client.get(f"/w/{public_id}")
+    assert "frame-ancestors *" in widget.headers["Content-Security-Policy"] and "X-Frame-Options" not in widget.headers
+    assert client.get(f"/e/{public_id}").headers["X-Frame-Options"] == "SAMEORIGIN"
+    for html in (page.get_data(as_text=True), widget.get_data(as_text=True)):
+        assert "<script>" not in html and " onclick=" not in html and ' style="' not in html

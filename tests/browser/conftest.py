@@ -96,6 +96,9 @@ def page(request, browser, live, tmp_path):
     page = context.new_page()
     errors, server_errors = [], []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # A page that breaks its own Content-Security-Policy (an inline script or style) fails the test too.
+    page.on("console", lambda message: errors.append(message.text)
+            if message.type == "error" and "Content Security Policy" in message.text else None)
     page.on("response", lambda r: server_errors.append(f"{r.status} {r.request.method} {r.url}")
             if r.status >= 500 else None)
     yield page

@@ -34,8 +34,8 @@ def test_add_the_reminder_and_the_vip_segment_and_see_them_in_klaviyo(page: Page
     expect(panel).to_contain_text("Everything is created as a draft")
     reminder = recipe(panel, "Event Reminder")
     expect(reminder).to_contain_text("NextEventStartAt")
-    expect(recipe(panel, "Abandoned Checkout")).to_contain_text("Waits for Started Checkout")
-    expect(recipe(panel, "Abandoned Checkout").get_by_role("button")).to_have_count(0)
+    expect(recipe(panel, "Abandoned Checkout")).to_contain_text("Started Checkout")
+    expect(recipe(panel, "Abandoned Checkout").get_by_role("button", name="Add Abandoned Checkout to Klaviyo")).to_have_count(1)
 
     # The first addition asks Klaviyo for the flows and segments permission: Reconnect, then Allow.
     reminder.get_by_role("button", name="Add Event Reminder to Klaviyo").click()
