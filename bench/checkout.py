@@ -49,7 +49,11 @@ class Gunicorn:
         self.access_log = stack.tmp / f"access-{workers}x{threads}.log"
 
     def __enter__(self):
-        self.proc = processes.start_portal(self.port, self.stack.env(), workers=self.workers, threads=self.threads,
+        # The documented way through the checkout's abuse limits: the load stands for many buyers behind one
+        # trusted proxy (each request names its buyer in X-Forwarded-For), and one page's form token stands for
+        # every buyer's visit (a bench-only allowance). See docs/security.md.
+        env = self.stack.env(PROXY_FIX_X_FOR="1", FORM_TOKEN_MAX_ORDERS="100000000")
+        self.proc = processes.start_portal(self.port, env, workers=self.workers, threads=self.threads,
                                            options=["-k", "gthread" if self.threads > 1 else "sync",
                                                     "--access-logfile", str(self.access_log),
                                                     "--access-logformat", "%(s)s %(D)s %(m)s %(U)s",
@@ -109,7 +113,9 @@ request = function()
     .. "&attendee-0-same=1&attendee-1-first_name=Sam&attendee-1-last_name=Guest" .. i
     .. "&attendee-1-email=" .. enc("sam.guest" .. i .. "@fans-mail.net")
   if vip then body = body .. "&attendee-2-same=1" end
-  return wrk.format("POST", PATH, {["Content-Type"] = "application/x-www-form-urlencoded"}, body)
+  local buyer = "198.18." .. tostring(tid % 250) .. "." .. tostring(n % 250)
+  return wrk.format("POST", PATH, {["Content-Type"] = "application/x-www-form-urlencoded",
+                                   ["X-Forwarded-For"] = buyer}, body)
 end
 """
 
@@ -142,7 +148,8 @@ def load_python(url, path, token, types, seconds, concurrency) -> dict:
             form["form_token"] = token
             t = time.perf_counter()
             try:
-                r = session.post(url + path, data=form, allow_redirects=False, timeout=30)
+                r = session.post(url + path, data=form, allow_redirects=False, timeout=30,
+                                 headers={"X-Forwarded-For": f"198.18.{tid % 250}.{n % 250}"})
                 code = r.status_code
             except requests.RequestException as exc:
                 code = type(exc).__name__

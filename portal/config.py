@@ -62,6 +62,13 @@ class Config:
     WTF_CSRF_TIME_LIMIT = None
     MAX_CONTENT_LENGTH = 1024 * 1024
 
+    # The public checkout's abuse limits (portal/storefront/limits.py), and how many proxies set X-Forwarded-For.
+    CHECKOUT_ORDERS_PER_ADDRESS_PER_MINUTE = int(os.environ.get("CHECKOUT_ORDERS_PER_ADDRESS_PER_MINUTE", "10"))
+    CHECKOUT_ORDERS_PER_EVENT_PER_MINUTE = int(os.environ.get("CHECKOUT_ORDERS_PER_EVENT_PER_MINUTE", "30000"))
+    FORM_TOKEN_MAX_ORDERS = int(os.environ.get("FORM_TOKEN_MAX_ORDERS", "3"))
+    DISCOUNT_GUESSES_PER_ADDRESS = int(os.environ.get("DISCOUNT_GUESSES_PER_ADDRESS", "20"))
+    PROXY_FIX_X_FOR = int(os.environ.get("PROXY_FIX_X_FOR", "0"))
+
     LOGIN_MAX_FAILURES = 5
     LOGIN_LOCK_SECONDS = 15 * 60
     # A session not used for this long ends; logout ends every copy of it (see portal/auth/login.py).

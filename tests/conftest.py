@@ -78,6 +78,9 @@ def base_config(database_url, redis_url, sandbox_url) -> dict:
         "KLAVIYO_TIMEOUT": 5.0,
         "RETRY_BASE_SECONDS": 0.2,
         "SWEEP_INTERVAL_SECONDS": 1,
+        # Tests place many orders from one address; tests/test_checkout_limits.py sets the real limits.
+        "CHECKOUT_ORDERS_PER_ADDRESS_PER_MINUTE": 100_000, "FORM_TOKEN_MAX_ORDERS": 100_000,
+        "DISCOUNT_GUESSES_PER_ADDRESS": 100_000,
         "SESSION_COOKIE_SECURE": False,
         "SUPPORT_EMAIL": "support@tickets.example",
     }

@@ -452,7 +452,7 @@ def test_widget_good_settings_save_and_return_the_preview_iframe(client, app, or
         assert (event.accent_color, event.button_label, event.show_description) == ("#ff6600", "Grab a seat", False)
     # The real widget picks the settings up.
     widget = client.get(src).get_data(as_text=True)
-    assert "--accent: #ff6600" in widget and "Grab a seat" in widget and "Test mode" in widget
+    assert "data-accent=\"#ff6600\"" in widget and "Grab a seat" in widget and "Test mode" in widget
 
 
 # --- orders per event ----------------------------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def test_widget_page(client, live):
     response = client.get(f"/w/{public_id}")
     assert response.status_code == 200
     page = response.get_data(as_text=True)
-    assert "--accent: #4f46e5" in page and "Get tickets" in page
+    assert "data-accent=\"#4f46e5\"" in page and "Get tickets" in page
     assert f'action="/w/{public_id}/checkout"' in page
     assert "Test mode" not in page
     assert '<nav class="tabs"' not in page

@@ -60,6 +60,8 @@ class EventForm(FlaskForm):
     starts_at = DateTimeLocalField("Starts", format="%Y-%m-%dT%H:%M", validators=[InputRequired()])
     ends_at = DateTimeLocalField("Ends", format="%Y-%m-%dT%H:%M", validators=[InputRequired()])
     currency = SelectField("Currency", choices=CURRENCIES, default="USD")
+    max_orders_per_email = IntegerField("Orders per e-mail address", validators=[Optional(), NumberRange(min=1, max=1000)],
+                                        description="Leave empty for no limit.")
     country = SelectField("Country", choices=COUNTRIES, default="US",
                           description="Buyers' phone numbers without a country code are read as this country's.")
     description = TextAreaField("Description", validators=[Optional(), Length(max=5000)])

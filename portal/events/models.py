@@ -25,6 +25,8 @@ class Event(db.Model):
     currency: Mapped[str] = mapped_column(String(3))
     # Where the event is: phone numbers typed without a country code are read as this country's.
     country: Mapped[str] = mapped_column(String(2), default="US")
+    # At most this many orders (not cancelled) per e-mail address; None: no limit.
+    max_orders_per_email: Mapped[int | None] = mapped_column()
     status: Mapped[str] = mapped_column(String(16), default="draft")
     went_live_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

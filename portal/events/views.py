@@ -107,6 +107,7 @@ def _apply(form: EventForm, event: Event) -> None:
     event.timezone = form.timezone.data
     event.currency = form.currency.data
     event.country = form.country.data
+    event.max_orders_per_email = form.max_orders_per_email.data or None
     event.description = (form.description.data or "").strip()
     event.starts_at = form.aware(form.starts_at.data)
     event.ends_at = form.aware(form.ends_at.data)

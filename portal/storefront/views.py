@@ -1,15 +1,17 @@
 """The public side: the Event Page, the embeddable widget, checkout and the confirmation page."""
+import secrets
+
 from flask import Blueprint, abort, current_app, request
 from flask_login import current_user
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from portal.events.models import Event
 from portal.extensions import csrf, db
 from portal.orders import sync_status
 from portal.orders.models import Order
 from portal.orders.service import SoldOut, place_order
-from portal.storefront import started
+from portal.storefront import limits, started
 from portal.storefront.checkout import MAX_PER_ORDER, Checkout, read_checkout, read_choice
 from portal.sync.connection import connection_for
 from portal.sync.models import OutboxEvent
@@ -26,16 +28,49 @@ def _signer() -> URLSafeTimedSerializer:
 
 
 def form_token(event: Event) -> str:
-    """The checkout's anti-forgery token. It is signed rather than tied to the session, because the
-    widget runs inside organizers' sites, where browsers don't send our session cookie."""
-    return _signer().dumps(event.public_id)
+    """The checkout's anti-forgery token: signed rather than tied to the session cookie, because the widget runs
+    inside organizers' sites, where browsers don't send it; it names this page's visit (a random nonce), which
+    is good for FORM_TOKEN_MAX_ORDERS orders."""
+    return _signer().dumps([event.public_id, secrets.token_urlsafe(12)])
+
+
+def _form_nonce(event: Event) -> str | None:
+    """The visit the posted form token names, when it is a valid token of this event's page."""
+    try:
+        value = _signer().loads(request.form.get("form_token", ""), max_age=FORM_TOKEN_MAX_AGE)
+    except BadSignature:
+        return None
+    if isinstance(value, list) and len(value) == 2 and value[0] == event.public_id and isinstance(value[1], str):
+        return value[1]
+    return None
 
 
 def _form_token_ok(event: Event) -> bool:
-    try:
-        return _signer().loads(request.form.get("form_token", ""), max_age=FORM_TOKEN_MAX_AGE) == event.public_id
-    except BadSignature:
-        return False
+    return _form_nonce(event) is not None
+
+
+def _guarded(read, event: Event, form, *args, **kwargs) -> Checkout:
+    """Read the form, with a limit on how many wrong discount codes one address may try."""
+    code = (form.get("discount_code") or "").strip()
+    if code and not limits.code_guesses_left():
+        form = {key: form.get(key) for key in form.keys() if key != "discount_code"}
+        checkout = read(event, _Form(form), *args, **kwargs)
+        checkout.errors["discount_code"] = "Too many codes were tried from your connection. Try again in 10 minutes."
+        checkout.values["discount_code"] = code
+        checkout.order = None
+        return checkout
+    checkout = read(event, form, *args, **kwargs)
+    if code and "discount_code" in checkout.errors:
+        limits.wrong_code()
+    return checkout
+
+
+class _Form(dict):
+    """A plain dict with the form interface the readers use (get, keys, getlist)."""
+
+    def getlist(self, key):
+        value = self.get(key)
+        return [] if value is None else [value]
 
 
 def _owner_preview(event: Event) -> bool:
@@ -75,7 +110,7 @@ def widget(public_id):
 
 def _live_part(kind: str, public_id: str, block: str):
     event, preview = _event_for_sale(public_id)
-    checkout = read_choice(event, request.args, preview)
+    checkout = _guarded(read_choice, event, request.args, preview)
     layout = "page" if kind == "e" else "widget"
     return render(LAYOUTS[layout], block=block, event=event, preview=preview, checkout=checkout,
                   errors=checkout.errors, values=checkout.values, layout=layout, max_per_order=MAX_PER_ORDER,
@@ -106,7 +141,7 @@ def checkout(kind, public_id):
         return _show(event, layout, preview, checkout, 400,
                      "This form has expired or did not come from this page. Check your details and submit again.")
     source = "preview" if preview else ("widget" if layout == "widget" else "event_page")
-    checkout = read_checkout(event, request.form, source, is_test=preview)
+    checkout = _guarded(read_checkout, event, request.form, source, is_test=preview)
     if checkout.order is None:
         return _show(event, layout, preview, checkout, 422, "Please check the highlighted fields.")
     warning = started.test_domain_warning(checkout.order)
@@ -114,13 +149,36 @@ def checkout(kind, public_id):
         checkout.errors["test_domain"] = warning
         return _show(event, layout, preview, checkout, 422, "Klaviyo would drop this test order's events: see why "
                      "above the button.")
+    if not preview:
+        if refusal := limits.order_refusal(event.id):
+            return _show(event, layout, preview, checkout, 429, refusal)
+        if problem := _too_many_for(event, checkout.order.email):
+            checkout.errors["email"] = problem
+            return _show(event, layout, preview, checkout, 422, "Please check the highlighted fields.")
+    nonce = _form_nonce(event)
+    if not limits.take_form_use(nonce):
+        return _show(event, layout, preview, checkout, 429, "This form has served several orders already. Reload the "
+                     "page to buy more tickets.")
     try:
         order = place_order(event, checkout.order)
     except SoldOut as exc:
+        limits.give_back_form_use(nonce)
         checkout.errors[f"qty-{exc.ticket_type.id}"] = (f"Only {exc.remaining} left." if exc.remaining else "Sold out.")
         return _show(event, layout, preview, checkout, 409, "Someone was quicker: tickets ran out while you were choosing.")
     started.completed(event, request.form, order)  # no Started Checkout for a checkout that became an order
     return see_other("storefront.confirmation", token=order.public_token, w=1 if layout == "widget" else None)
+
+
+def _too_many_for(event: Event, email: str) -> str | None:
+    """The organizer's limit of orders per e-mail address for this event, if this one would pass it."""
+    if not event.max_orders_per_email:
+        return None
+    placed = db.session.scalar(select(func.count()).select_from(Order).where(
+        Order.event_id == event.id, func.lower(Order.email) == email.strip().lower(), Order.status != "cancelled"))
+    if placed >= event.max_orders_per_email:
+        return (f"This e-mail address already has {placed} {'order' if placed == 1 else 'orders'} for this event, "
+                "the most the organizer allows.")
+    return None
 
 
 @bp.post("/<any(e,w):kind>/<public_id>/checkout/started")
