@@ -21,9 +21,9 @@ class KlaviyoList:
 
 
 def _wait_text(seconds: float, daily: bool = False) -> str:
-    if daily and seconds > 3600:
-        return (f"Klaviyo allows 150 new lists a day; try again in about {round(seconds / 3600)} hours, "
-                "or choose one of your lists.")
+    if daily and seconds > 60:  # past the minute windows: the day's limit, which ends at midnight UTC, however near
+        when = f"about {round(seconds / 3600)} hours" if seconds >= 5400 else f"{max(round(seconds / 60), 1)} minutes"
+        return f"Klaviyo allows 150 new lists a day; try again in {when}, or choose one of your lists."
     return f"Klaviyo asks the portal to wait {max(round(seconds), 1)} s. Try again then."
 
 

@@ -38,11 +38,11 @@ class Trouble(Exception):
 
 
 def _limit_words(endpoint: str, seconds: float) -> str:
-    if endpoint in limiter.KLAVIYO_DAILY_LIMITS and seconds > 120:
+    if endpoint in limiter.KLAVIYO_DAILY_LIMITS and seconds > 60:  # past the minute windows: the day's limit
         what = "flows" if endpoint == "flows_create" else "segments"
-        hours = max(1, round(seconds / 3600))
+        when = f"about {round(seconds / 3600)} h" if seconds >= 5400 else f"{max(1, round(seconds / 60))} min"
         return (f"Klaviyo allows {limiter.KLAVIYO_DAILY_LIMITS[endpoint]} new {what} a day; this one will be "
-                f"created in about {hours} h.")
+                f"created in {when}.")
     return f"Waiting for Klaviyo's rate limit (about {max(1, round(seconds))} s)."
 
 
