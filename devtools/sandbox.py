@@ -21,7 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", type=json.loads, default={}, help="the sandbox's settings, as JSON")
     args = parser.parse_args(argv)
 
+    from portal.sandbox.guard import require_loopback
     from portal.sandbox.server import start_in_thread
+
+    if require_loopback(args.host):
+        parser.error(require_loopback(args.host))
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

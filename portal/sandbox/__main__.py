@@ -6,19 +6,22 @@ import argparse
 
 from werkzeug.serving import run_simple
 
-from portal.sandbox import create_sandbox_app
+from portal.sandbox import create_sandbox_app, guard
 from portal.sandbox.settings import DEFAULTS
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m portal.sandbox",
                                      description="Run the local Klaviyo sandbox.")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="a loopback address (the sandbox has no login)")
     parser.add_argument("--port", type=int, default=8025)
     parser.add_argument("--db", help="SQLite file for the sandbox's state (default instance/sandbox.db)")
     parser.add_argument("--redirect-uri", action="append", default=[],
                         help="register an extra OAuth redirect URI (repeatable)")
     args = parser.parse_args(argv)
+    refused = guard.require_loopback(args.host)
+    if refused:
+        parser.error(refused)
     config = {}
     if args.db:
         config["SANDBOX_DB"] = args.db

@@ -1,6 +1,7 @@
 """Local controls and inspection for tests and demos, under ``/_sandbox/``.
 
-Plain JSON, no authentication: the sandbox is a local tool bound to 127.0.0.1.
+Plain JSON, no authentication: the sandbox is a local tool bound to loopback, and guard.py refuses what a web
+page rather than a local tool could send here (a form post, another origin, a foreign Host header).
 """
 
 from __future__ import annotations

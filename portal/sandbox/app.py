@@ -9,7 +9,7 @@ from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
 from portal.sandbox import (
-    admin, api, events_read, jsonapi, lists_api, lists_pages, oauth, objects_api, objects_pages, pages, store,
+    admin, api, events_read, guard, jsonapi, lists_api, lists_pages, oauth, objects_api, objects_pages, pages, store,
 )
 from portal.sandbox.context import SandboxState, close_db, db, state
 from portal.sandbox.faults import DROP_FLAG, drop_connection, wrap_wsgi
@@ -43,6 +43,7 @@ def create_sandbox_app(config: dict | None = None) -> Flask:
     for blueprint in (oauth.bp, api.bp, objects_api.bp, events_read.bp, lists_api.bp, admin.bp, objects_pages.bp,
                       lists_pages.bp, pages.bp):
         app.register_blueprint(blueprint)
+    app.before_request(guard.check_admin_request)  # /_sandbox/*: this machine's own tools, never a web page
     app.before_request(_begin)
     app.after_request(_finish)
     app.teardown_appcontext(close_db)

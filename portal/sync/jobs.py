@@ -13,7 +13,7 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.klaviyo import client
 from portal.klaviyo.payloads import bulk_body
-from portal.sync import connection as klaviyo, gate, health, limiter, outbox, setup, subscriptions
+from portal.sync import connection as klaviyo, gate, health, lease as claim_lease, limiter, outbox, setup, subscriptions
 from portal.sync.models import CONNECTED, KlaviyoConnection
 from portal.sync.outbox import Claimed
 from portal.sync.queue import delivery_marker, enqueue_delivery, redis_connection
@@ -48,6 +48,7 @@ def deliver(organizer_id: int) -> int:
             return accepted
         if len(rows) == batch_limit:
             enqueue_delivery(organizer_id)  # a big backlog: let another idle worker join in
+        heartbeat = claim_lease.keep(rows, lease)  # a short lease, renewed while we send: see lease.py
         try:
             if len(rows) <= config["SYNC_SINGLE_THRESHOLD"]:
                 for index, row in enumerate(rows):
@@ -67,6 +68,7 @@ def deliver(organizer_id: int) -> int:
             outbox.release(rows, current_app.config["RETRY_BASE_SECONDS"])
             raise
         finally:
+            heartbeat.stop()
             db.session.rollback()
 
 

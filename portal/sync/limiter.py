@@ -5,12 +5,17 @@ steady window, per endpoint, and for a few endpoints (Create Flow, Create Segmen
 sliding log of our requests, a little under Klaviyo's figures, and additionally stop everyone when Klaviyo
 answers 429 (Retry-After) or reports RateLimit-Remaining: 0.
 """
+import logging
 import random
 import time
 import uuid
 from collections.abc import Mapping
 
+from redis.exceptions import RedisError
+
 from portal.sync.queue import redis_connection
+
+log = logging.getLogger("portal.sync")
 
 # endpoint -> (burst per second, steady per minute), from Klaviyo's published tiers
 KLAVIYO_LIMITS = {
@@ -124,7 +129,17 @@ def block(installation: str, endpoint: str, seconds: float) -> None:
 
 
 def observe(installation: str, endpoint: str, status: int, headers: Mapping[str, str]) -> None:
-    """Learn from Klaviyo's answer: RateLimit-* headers on success, Retry-After on 429; keep meter figures."""
+    """Learn from Klaviyo's answer: RateLimit-* headers on success, Retry-After on 429; keep meter figures.
+
+    Never raises for Redis: it runs right after a send, and what Klaviyo answered must still reach the outbox
+    (the database is the truth). A lost observation costs at most one more 429, whose row waits anyway."""
+    try:
+        _observe(installation, endpoint, status, headers)
+    except RedisError as exc:
+        log.warning("rate-limit bookkeeping skipped: Redis failed (%s)", type(exc).__name__)
+
+
+def _observe(installation: str, endpoint: str, status: int, headers: Mapping[str, str]) -> None:
     r = redis_connection()
     meter = f"portal:meter:{installation}"
     now = time.time()

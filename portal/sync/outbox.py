@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from portal.extensions import db
 from portal.klaviyo.client import ApiResponse
@@ -139,6 +139,22 @@ def release(rows: list[Claimed], wait_seconds: float = 1.0, detail: str | None =
     db.session.commit()
 
 
+def renew_claims(tokens: list[str], lease_seconds: float) -> int:
+    """The worker that holds these claims is alive and still sending: push their lease on (the heartbeat of
+    portal/sync/lease.py). Only rows still claimed under these tokens; rows another statement has locked
+    meanwhile (on PostgreSQL) are skipped, not waited for: that statement is finishing them anyway."""
+    mine = (select(OutboxEvent.id).where(OutboxEvent.claim_token.in_(tokens), OutboxEvent.status == CLAIMED)
+            .with_for_update(skip_locked=True))
+    renewed = db.session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.id.in_(mine.scalar_subquery()), OutboxEvent.status == CLAIMED)
+        .values(claimed_until=utcnow() + timedelta(seconds=lease_seconds)),
+        execution_options=_QUIET,
+    ).rowcount
+    db.session.commit()
+    return renewed
+
+
 def reclaim_expired() -> list[int]:
     """Put rows whose worker died mid-send (lease expired) back to pending. Returns their organizers."""
     now = utcnow()
@@ -163,6 +179,18 @@ def organizers_with_due_rows() -> list[int]:
         select(OutboxEvent.organizer_id).where(OutboxEvent.status == PENDING,
                                                OutboxEvent.next_attempt_at <= utcnow()).distinct()
     ))
+
+
+def next_due_at() -> datetime | None:
+    """When the sweeper next has something to do, or None: a waiting row falls due (after a Retry-After, a
+    backoff, a rate-limit wait) or a claim's lease runs out (its worker may have died). The worker sweeps at that
+    moment rather than at its next regular sweep (worker.py)."""
+    now = utcnow()
+    due = db.session.scalar(select(func.min(OutboxEvent.next_attempt_at))
+                            .where(OutboxEvent.status == PENDING, OutboxEvent.next_attempt_at > now))
+    lease_ends = db.session.scalar(select(func.min(OutboxEvent.claimed_until))
+                                   .where(OutboxEvent.status == CLAIMED, OutboxEvent.claimed_until > now))
+    return min((moment for moment in (due, lease_ends) if moment is not None), default=None)
 
 
 # --- what Klaviyo answered ------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from portal.consent.models import LIST_MISSING, NO_PERMISSION, ListSettings
 from portal.extensions import db
 from portal.klaviyo import client
 from portal.klaviyo.subscriptions import MAX_PROFILES, bulk_subscribe_body, group_key
-from portal.sync import connection as klaviyo, gate, limiter, outbox
+from portal.sync import connection as klaviyo, gate, lease as claim_lease, limiter, outbox
 from portal.sync.models import CONNECTED, SUBSCRIPTION, KlaviyoConnection
 from portal.sync.outbox import Claimed
 from portal.sync.queue import enqueue_delivery
@@ -79,6 +79,7 @@ def deliver(organizer_id: int) -> int:
             return accepted
         if len(rows) == limit:
             enqueue_delivery(organizer_id)  # a big backlog: let another idle worker join in
+        heartbeat = claim_lease.keep(rows, config["OUTBOX_LEASE_SECONDS"])  # renewed while we send: see lease.py
         try:
             settings = settings_for(organizer_id)
             waiting = why_waiting(connection, settings)
@@ -94,6 +95,7 @@ def deliver(organizer_id: int) -> int:
             outbox.release(rows, config["RETRY_BASE_SECONDS"])
             raise
         finally:
+            heartbeat.stop()
             db.session.rollback()
 
 
