@@ -16,6 +16,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     _check_secrets(app)
+    _database_options(app)
     if app.config.get("PROXY_FIX_X_FOR"):  # the client address as the trusted proxies saw it
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -46,6 +47,22 @@ def create_app(test_config: dict | None = None) -> Flask:
         module.init_app(app)
     logging.getLogger("portal").setLevel(app.config.get("LOG_LEVEL", "INFO"))
     return app
+
+
+def _database_options(app: Flask) -> None:
+    """The connection pool and SQLite's durability, from the configuration."""
+    from portal import extensions
+
+    synchronous = str(app.config["SQLITE_SYNCHRONOUS"]).strip().upper()
+    if synchronous not in {"NORMAL", "FULL", "EXTRA"}:
+        raise ConfigError(f"SQLITE_SYNCHRONOUS must be NORMAL or FULL (or EXTRA), not {synchronous!r}.")
+    extensions.sqlite_synchronous = synchronous
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        size = max(1, app.config["DATABASE_POOL_SIZE"])
+        # LIFO: the connections a quiet moment leaves idle are the same few, so PostgreSQL keeps its caches warm.
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            **app.config["SQLALCHEMY_ENGINE_OPTIONS"], "pool_size": size, "max_overflow": max(2, size // 2),
+            "pool_recycle": 1800, "pool_use_lifo": True}
 
 
 class ConfigError(RuntimeError):

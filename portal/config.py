@@ -28,6 +28,10 @@ class Config:
     SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL", f"sqlite:///{INSTANCE / 'portal.db'}")
     # Database errors never carry their bound parameters (password hashes, tokens, buyers' details) into a log.
     SQLALCHEMY_ENGINE_OPTIONS = {"hide_parameters": True}
+    # Database connections each portal process keeps open: one per gunicorn thread is enough (gunicorn.conf.py
+    # sets it to its --threads), plus a few for bursts. FULL or NORMAL: see portal/extensions.py.
+    DATABASE_POOL_SIZE = int(os.environ.get("DATABASE_POOL_SIZE", "5"))
+    SQLITE_SYNCHRONOUS = os.environ.get("SQLITE_SYNCHRONOUS", "NORMAL").strip().upper()
     REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     RQ_QUEUE = os.environ.get("RQ_QUEUE", "klaviyo")
     PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000")

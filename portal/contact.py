@@ -3,6 +3,7 @@
 The checkout, the sales channels and the Klaviyo payloads all use these, so a buyer's details are held to
 the same rules wherever they came from. Pure functions: no database, no network.
 """
+import functools
 import re
 import unicodedata
 
@@ -29,6 +30,7 @@ def klaviyo_drops(email: str | None) -> bool:
     return bool(local and at) and domain in KLAVIYO_DROPPED_DOMAINS
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and read several times per order (the form, then every payload)
 def e164(phone: str | None, region: str = "US") -> str | None:
     """The phone number in E.164, or None when it cannot be read as a valid number.
     `region` is where a number written without a country code is taken to be."""

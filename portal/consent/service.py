@@ -131,11 +131,11 @@ def organizer_name(organizer_id: int) -> str:
 
 
 def record(order, consent: ConsentInput | None, connection: KlaviyoConnection | None,
-           phone_region: str) -> list[OutboxEvent]:
+           phone_region: str) -> int:
     """Keep what this order's purchaser saw and agreed to, and queue their list subscription when it is due.
-    In the order's own transaction; the caller commits."""
+    In the order's own transaction; the caller commits. Returns how many outbox rows it queued (0 or 1)."""
     if consent is None:
-        return []
+        return 0
     name = organizer_name(order.organizer_id)
     # The version the form says it showed, checked against the organizer's own versions.
     shown = {channel: wording(order.organizer_id, channel, version)
@@ -153,10 +153,10 @@ def record(order, consent: ConsentInput | None, connection: KlaviyoConnection | 
         row.note = " ".join(built.notes)
         order.notes = "\n".join([*order.note_lines, *built.notes])
     if built.event is None or not is_on(connection):
-        return []
+        return 0
     settings = settings_for(order.organizer_id)
     if order.is_test and not (settings and settings.include_test_orders):
-        return []
+        return 0
     return outbox.add_rows(order.organizer_id, order.id, [built.event], connection, kind=SUBSCRIPTION)
 
 
@@ -167,11 +167,15 @@ def _version(value) -> int | None:
     return int(value) if value.isascii() and value.isdigit() and len(value) <= 6 else None
 
 
-def from_checkout(event, form, channel: str, phone: str | None) -> ConsentInput | None:
+LOAD = object()  # from_checkout's connection: look it up
+
+
+def from_checkout(event, form, channel: str, phone: str | None, connection=LOAD) -> ConsentInput | None:
     """What the purchaser did with the consent box, from the posted checkout form; None when no box was shown
     (list subscriptions off). SMS consent counts only with a phone number, the only case the box is shown in."""
-    connection = db.session.scalar(select(KlaviyoConnection).where(
-        KlaviyoConnection.organizer_id == event.organizer_id))
+    if connection is LOAD:
+        connection = db.session.scalar(select(KlaviyoConnection).where(
+            KlaviyoConnection.organizer_id == event.organizer_id))
     if not is_on(connection):
         return None
     versions = {channel_: _version(form.get(f"consent_{channel_}_version")) for channel_ in (EMAIL, SMS)}

@@ -5,7 +5,7 @@ holds carries their next upcoming event, or unsets it when nothing is upcoming.
 """
 from collections.abc import Iterable
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 
 from portal.contact import normalize_email
 from portal.events.models import Event
@@ -19,18 +19,47 @@ def next_events(organizer_id: int, emails: Iterable[str | None]) -> NextEvents:
     """For each e-mail: the soonest upcoming event of this organizer it holds a valid ticket for, or None.
     One query for all of them; call it after the change is flushed, so the change counts."""
     wanted = {normalize_email(email) for email in emails if normalize_email(email)}
+    return _holding(organizer_id, wanted) if wanted else {}
+
+
+_SOONER = select(Event.id).where(  # the organizer's upcoming events that start before the given one
+    Event.organizer_id == bindparam("organizer_id"), Event.status != "cancelled", Event.starts_at > bindparam("now"),
+    or_(Event.starts_at < bindparam("starts_at"),
+        (Event.starts_at == bindparam("starts_at")) & (Event.id < bindparam("event_id"))))
+
+
+def next_events_for_purchase(event: Event, emails: Iterable[str | None]) -> NextEvents:
+    """next_events() for the people of a purchase for `event` that is not written yet: once it is, `event` is
+    their next event unless they hold a ticket for an upcoming event that starts sooner. So only those sooner
+    events are read (usually none), never every order the organizer has; and it can run before the order's
+    write transaction."""
+    if event.status == "cancelled" or event.starts_at <= utcnow():
+        return next_events(event.organizer_id, emails)  # this purchase changes nobody's next event
+    wanted = {normalize_email(email) for email in emails if normalize_email(email)}
+    result: NextEvents = {email: NextEvent(event.name, event.starts_at) for email in wanted}
+    sooner = list(db.session.scalars(_SOONER, {"organizer_id": event.organizer_id, "now": utcnow(),
+                                                "starts_at": event.starts_at, "event_id": event.id}))
+    if sooner and wanted:
+        result.update((email, found) for email, found in _holding(event.organizer_id, wanted, sooner).items()
+                      if found is not None)
+    return result
+
+
+def _holding(organizer_id: int, wanted: set[str], event_ids: list[int] | None = None) -> NextEvents:
+    """For each of these normalized e-mails, the soonest upcoming event (of event_ids, when given) it holds a
+    valid ticket for, as purchaser or attendee; None when there is none."""
     result: NextEvents = {email: None for email in wanted}
-    if not wanted:
-        return result
     purchaser, attendee = func.lower(func.trim(Order.email)), func.lower(func.trim(Attendee.email))
-    rows = db.session.execute(
+    query = (
         select(purchaser, attendee, Event.name, Event.starts_at)
         .select_from(Ticket).join(Order, Ticket.order_id == Order.id).join(Event, Order.event_id == Event.id)
         .outerjoin(Attendee, Attendee.ticket_id == Ticket.id)
         .where(Order.organizer_id == organizer_id, Ticket.status == VALID, Event.status != "cancelled",
                Event.starts_at > utcnow(), or_(purchaser.in_(wanted), attendee.in_(wanted)))
         .order_by(Event.starts_at, Event.id))
-    for buyer, guest, name, starts_at in rows:
+    if event_ids is not None:
+        query = query.where(Order.event_id.in_(event_ids))
+    for buyer, guest, name, starts_at in db.session.execute(query):
         for email in (buyer, guest):
             if email in result and result[email] is None:
                 result[email] = NextEvent(name, starts_at)

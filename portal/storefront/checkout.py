@@ -38,8 +38,9 @@ def _text(form, name: str) -> str:
     return (form.get(name) or "").strip()
 
 
-def read_checkout(event: Event, form, source: str, is_test: bool) -> Checkout:
-    """Parse the posted form against this event's ticket types and check every field."""
+def read_checkout(event: Event, form, source: str, is_test: bool, connection=consent.LOAD) -> Checkout:
+    """Parse the posted form against this event's ticket types and check every field (with the organizer's
+    Klaviyo connection, when the caller has it, for the consent box)."""
     values = {key: form.get(key, "") for key in form.keys()}
     checkout = Checkout(values=values)
     region = event.country or current_app.config["DEFAULT_PHONE_REGION"]
@@ -98,7 +99,8 @@ def read_checkout(event: Event, form, source: str, is_test: bool) -> Checkout:
     if not errors:
         checkout.order = OrderInput(first_name=first, last_name=last, email=email, phone=phone, lines=lines,
                                     discount=discount, source=source, is_test=is_test,
-                                    consent=consent.from_checkout(event, form, source, phone))
+                                    consent=consent.from_checkout(event, form, source, phone, connection),
+                                    checkout_session=form.get("checkout_session") or "")
     return checkout
 
 

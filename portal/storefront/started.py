@@ -13,7 +13,6 @@ from flask import render_template_string
 
 from portal.contact import check_email, clean_name, klaviyo_drops, normalize_email
 from portal.events.models import Event
-from portal.orders.models import Order
 from portal.orders.service import OrderInput, discounted
 from portal.storefront.checkout import MAX_PER_ORDER, Checkout, read_choice
 from portal.sync import abandoned
@@ -79,11 +78,6 @@ def capture(event: Event, form, preview: bool, layout: str) -> str:
                           discount.code if discount else None)
     warning = _typed_warning(form) if preview and not form.get("test_domain_shown") else None
     return render_template_string(_LIVE, text=warning) if warning else ""
-
-
-def completed(event: Event, form, order: Order) -> None:
-    """The order is placed: its checkout session (and the buyer's other open ones here) never sends."""
-    abandoned.complete(event, form.get("checkout_session"), order)
 
 
 def restored(event: Event, args, preview: bool) -> Checkout | None:

@@ -4,7 +4,8 @@ import secrets
 from flask import Blueprint, abort, current_app, request
 from flask_login import current_user
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.orm import joinedload
 
 from portal.events.models import Event
 from portal.extensions import csrf, db
@@ -74,13 +75,17 @@ class _Form(dict):
 
 
 def _owner_preview(event: Event) -> bool:
-    return (request.values.get("preview") == "1" and current_user.is_authenticated
+    return ((request.args.get("preview") or request.form.get("preview")) == "1" and current_user.is_authenticated
             and current_user.id == event.organizer_id)
 
 
+_EVENT_FOR_SALE = select(Event).options(joinedload(Event.ticket_types)).where(Event.public_id == bindparam("public_id"))
+
+
 def _event_for_sale(public_id: str) -> tuple[Event, bool]:
-    """The event, and whether this is the organizer's own test preview. Drafts only exist for their owner."""
-    event = db.session.scalar(select(Event).where(Event.public_id == public_id))
+    """The event (with its ticket types, in the same query), and whether this is the organizer's own test preview.
+    Drafts only exist for their owner."""
+    event = db.session.execute(_EVENT_FOR_SALE, {"public_id": public_id}).unique().scalar_one_or_none()
     if event is None:
         abort(404)
     preview = _owner_preview(event)
@@ -136,12 +141,14 @@ def summary(kind, public_id):
 def checkout(kind, public_id):
     layout = "page" if kind == "e" else "widget"
     event, preview = _event_for_sale(public_id)
-    if not _form_token_ok(event):
+    nonce = _form_nonce(event)
+    if nonce is None:
         checkout = Checkout(values={k: request.form.get(k, "") for k in request.form.keys()})
         return _show(event, layout, preview, checkout, 400,
                      "This form has expired or did not come from this page. Check your details and submit again.")
     source = "preview" if preview else ("widget" if layout == "widget" else "event_page")
-    checkout = _guarded(read_checkout, event, request.form, source, is_test=preview)
+    connection = connection_for(event.organizer_id)  # read once, for the consent box and the outbox rows
+    checkout = _guarded(read_checkout, event, request.form, source, is_test=preview, connection=connection)
     if checkout.order is None:
         return _show(event, layout, preview, checkout, 422, "Please check the highlighted fields.")
     warning = started.test_domain_warning(checkout.order)
@@ -149,23 +156,17 @@ def checkout(kind, public_id):
         checkout.errors["test_domain"] = warning
         return _show(event, layout, preview, checkout, 422, "Klaviyo would drop this test order's events: see why "
                      "above the button.")
-    if not preview:
-        if refusal := limits.order_refusal(event.id):
-            return _show(event, layout, preview, checkout, 429, refusal)
-        if problem := _too_many_for(event, checkout.order.email):
-            checkout.errors["email"] = problem
-            return _show(event, layout, preview, checkout, 422, "Please check the highlighted fields.")
-    nonce = _form_nonce(event)
-    if not limits.take_form_use(nonce):
-        return _show(event, layout, preview, checkout, 429, "This form has served several orders already. Reload the "
-                     "page to buy more tickets.")
+    if not preview and (problem := _too_many_for(event, checkout.order.email)):
+        checkout.errors["email"] = problem
+        return _show(event, layout, preview, checkout, 422, "Please check the highlighted fields.")
+    if refusal := limits.admit(event.id, nonce, count_address=not preview):
+        return _show(event, layout, preview, checkout, 429, refusal)
     try:
-        order = place_order(event, checkout.order)
+        order = place_order(event, checkout.order, connection=connection)
     except SoldOut as exc:
         limits.give_back_form_use(nonce)
         checkout.errors[f"qty-{exc.ticket_type.id}"] = (f"Only {exc.remaining} left." if exc.remaining else "Sold out.")
         return _show(event, layout, preview, checkout, 409, "Someone was quicker: tickets ran out while you were choosing.")
-    started.completed(event, request.form, order)  # no Started Checkout for a checkout that became an order
     return see_other("storefront.confirmation", token=order.public_token, w=1 if layout == "widget" else None)
 
 

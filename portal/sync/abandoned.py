@@ -21,7 +21,7 @@ from decimal import Decimal
 from urllib.parse import urlencode
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from portal.contact import normalize_email
 from portal.events.models import Event
@@ -106,17 +106,22 @@ def capture(event: Event, token: str, email: str, first_name: str, last_name: st
     return True
 
 
-def complete(event: Event, token: str | None, order: Order) -> None:
+_SESSIONS = CheckoutSession.__table__
+_COMPLETE = (update(_SESSIONS).where(_SESSIONS.c.event_id == bindparam("of_event"), _SESSIONS.c.status == OPEN)
+             .values(status=COMPLETED, order_id=bindparam("the_order"), updated_at=bindparam("now")))
+_COMPLETE_BY_EMAIL = _COMPLETE.where(func.lower(_SESSIONS.c.email) == bindparam("of_email"))
+_COMPLETE_BY_EMAIL_OR_TOKEN = _COMPLETE.where((func.lower(_SESSIONS.c.email) == bindparam("of_email"))
+                                              | (_SESSIONS.c.token == bindparam("of_token")))
+
+
+def complete(event_id: int, token: str | None, order_id: int, email: str) -> None:
     """The buyer placed the order: this checkout (and any other open one of theirs for this event) sends
-    nothing. Commits."""
-    conditions = [func.lower(CheckoutSession.email) == normalize_email(order.email)]
+    nothing. In the order's own transaction; the caller commits."""
+    params = {"of_event": event_id, "the_order": order_id, "now": utcnow(), "of_email": normalize_email(email)}
     if token and TOKEN_RE.match(token):
-        conditions.append(CheckoutSession.token == token)
-    db.session.execute(update(CheckoutSession).where(
-        CheckoutSession.event_id == event.id, CheckoutSession.status == OPEN,
-        conditions[0] if len(conditions) == 1 else (conditions[0] | conditions[1]))
-        .values(status=COMPLETED, order_id=order.id, updated_at=utcnow()))
-    db.session.commit()
+        db.session.execute(_COMPLETE_BY_EMAIL_OR_TOKEN, {**params, "of_token": token})
+    else:
+        db.session.execute(_COMPLETE_BY_EMAIL, params)
 
 
 # --- the sweeper ------------------------------------------------------------------------------------------

@@ -200,8 +200,7 @@ def _queue_chunk(run: BackfillRun, connection, orders: list[Order]) -> None:
                 run.events_queued += 1
             else:
                 run.events_skipped += 1
-        for row in outbox.add_rows(run.organizer_id, order_id, fresh, connection, backfill=True):
-            row.backfill_run_id = run.id
+        outbox.add_rows(run.organizer_id, order_id, fresh, connection, backfill=True, backfill_run_id=run.id)
         run.events_queued += len(fresh)
 
 

@@ -43,9 +43,8 @@ def queue_past_subscriptions(run: BackfillRun, connection: KlaviyoConnection, or
     for order_id, event in built:
         status = existing.get(event.unique_id)
         if status is None:
-            for row in outbox.add_rows(run.organizer_id, order_id, [event], connection, backfill=True,
-                                       kind=SUBSCRIPTION):
-                row.backfill_run_id = run.id
+            outbox.add_rows(run.organizer_id, order_id, [event], connection, backfill=True, kind=SUBSCRIPTION,
+                            backfill_run_id=run.id)
             run.events_queued += 1
         elif status == CANCELLED:
             outbox.requeue_as_past(run.organizer_id, event, run.id)

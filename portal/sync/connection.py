@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from flask import current_app
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from portal.crypto import decrypt, encrypt
 from portal.extensions import db
@@ -64,8 +64,11 @@ def turn_off(connection: KlaviyoConnection, feature: str) -> None:
     connection.features = " ".join(f for f in connection.feature_list if f != feature)
 
 
+_CONNECTION_FOR = select(KlaviyoConnection).where(KlaviyoConnection.organizer_id == bindparam("organizer_id"))
+
+
 def connection_for(organizer_id: int) -> KlaviyoConnection | None:
-    return db.session.scalar(select(KlaviyoConnection).where(KlaviyoConnection.organizer_id == organizer_id))
+    return db.session.scalar(_CONNECTION_FOR, {"organizer_id": organizer_id})
 
 
 def installation_key(connection: KlaviyoConnection) -> str:

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, literal, select, true, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from portal.extensions import db
 from portal.klaviyo.client import ApiResponse
@@ -45,27 +47,32 @@ def _payload(body: dict) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
+# RETURNING makes it one multi-row INSERT on PostgreSQL as well (else psycopg sends one INSERT per row).
+_INSERT_ROWS = insert(OutboxEvent.__table__).returning(OutboxEvent.__table__.c.id)
+
+
 def add_rows(organizer_id: int, order_id: int | None, events: list[OutgoingEvent],
-             connection: KlaviyoConnection | None, backfill: bool = False, kind: str = EVENT) -> list[OutboxEvent]:
+             connection: KlaviyoConnection | None, backfill: bool = False, kind: str = EVENT,
+             backfill_run_id: int | None = None) -> int:
     """Queue the events (or, with kind=SUBSCRIPTION, list subscriptions) in the current transaction, if the
-    organizer is connected to Klaviyo.
+    organizer is connected to Klaviyo. Returns how many rows were queued.
 
     A connection that needs reconnecting still gets its rows, held until the organizer reconnects.
     Without a connection nothing is queued: Klaviyo only hears of orders placed while connected.
+    One INSERT for all the rows (nothing reads them back here), after the session's pending changes.
     """
-    if connection is None or connection.status not in (CONNECTED, NEEDS_RECONNECT):
-        return []
+    if not events or connection is None or connection.status not in (CONNECTED, NEEDS_RECONNECT):
+        return 0
     status = PENDING if connection.status == CONNECTED else HELD
-    rows = [
-        OutboxEvent(
-            organizer_id=organizer_id, order_id=order_id, metric=event.metric, unique_id=event.unique_id,
-            profile_key=event.profile_key, payload=_payload(event.body),
-            status=status, backfill=backfill, next_attempt_at=utcnow(), kind=kind,
-        )
+    now = utcnow()
+    db.session.flush()  # the order (or run) the rows point at is written first
+    db.session.execute(_INSERT_ROWS, [
+        {"organizer_id": organizer_id, "order_id": order_id, "metric": event.metric, "unique_id": event.unique_id,
+         "profile_key": event.profile_key, "payload": _payload(event.body), "status": status, "backfill": backfill,
+         "backfill_run_id": backfill_run_id, "next_attempt_at": now, "created_at": now, "kind": kind, "attempts": 0}
         for event in events
-    ]
-    db.session.add_all(rows)
-    return rows
+    ])
+    return len(events)
 
 
 # --- the worker's claim -------------------------------------------------------------------------------
@@ -207,6 +214,8 @@ def record(rows: list[Claimed], response: ApiResponse, via: str) -> None:
     if response.accepted and len(rows) > 1:
         _record_accepted(rows, response, via, now)
         return
+    if response.accepted:
+        _tally_sent(rows)
     for row in rows:
         attempts = row.attempts + 1
         values = {"attempts": attempts, "last_http_status": status or None, "claim_token": None, "claimed_until": None}
