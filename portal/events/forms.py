@@ -1,11 +1,11 @@
 """Forms for events, ticket types and discount codes."""
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
 
 import phonenumbers
 from flask_wtf import FlaskForm
-from phonenumbers import geocoder
 from wtforms import (
     BooleanField,
     DateTimeLocalField,
@@ -31,17 +31,21 @@ CURRENCIES = ["USD", "EUR", "GBP", "CAD", "AUD", "NZD", "CHF", "SEK", "NOK", "DK
 TIMEZONES = sorted(available_timezones() - {"localtime", "Factory"})
 
 
-def _countries() -> list[SelectChoice]:
-    """Every country phone numbers can be read for, by English name, valued by its ISO code."""
+@cache
+def countries() -> list[SelectChoice]:
+    """Every country phone numbers can be read for, by English name, valued by its ISO code.
+
+    Made on first use, not at import: phonenumbers' geocoder loads its whole geocoding table (about 100 MB of
+    memory) to name the countries, and the sync worker, which imports this module with the app, never shows a
+    form."""
+    from phonenumbers import geocoder
+
     named = []
     for region in phonenumbers.SUPPORTED_REGIONS:
         example = phonenumbers.example_number(region)
         name = geocoder.country_name_for_number(example, "en") if example else ""
         named.append(SelectChoice(region, name or region))
     return sorted(named, key=lambda choice: choice.label)
-
-
-COUNTRIES = _countries()
 
 
 def _two_places(field) -> None:
@@ -62,7 +66,7 @@ class EventForm(FlaskForm):
     currency = SelectField("Currency", choices=CURRENCIES, default="USD")
     max_orders_per_email = IntegerField("Orders per e-mail address", validators=[Optional(), NumberRange(min=1, max=1000)],
                                         description="Leave empty for no limit.")
-    country = SelectField("Country", choices=COUNTRIES, default="US",
+    country = SelectField("Country", choices=countries, default="US",
                           description="Buyers' phone numbers without a country code are read as this country's.")
     description = TextAreaField("Description", validators=[Optional(), Length(max=5000)])
 

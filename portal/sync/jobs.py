@@ -2,9 +2,23 @@
 
 Jobs take ids and reload everything, so running one twice is harmless: a row is claimed atomically
 before it is sent, and every send carries its unique_id, so Klaviyo drops a repeat after a crash.
+
+How a claim goes out (Bulk Create allows 10/s but only 150/min, Create Event 350/s and 3,500/min):
+
+- a small claim (at most SYNC_SINGLE_THRESHOLD rows) from an idle organizer: single Create Event calls, the
+  lowest latency;
+- anything else as Bulk Create, paced: a request that is not full goes out no sooner than BULK_SPACING after the
+  installation's previous Bulk request (a slot reserved in Redis, so shared by every worker), and while it waits
+  for its slot it takes in the rows that fell due meanwhile. So sustained traffic goes out in a few requests of
+  many events, within the steady budget, instead of using it up in small requests and then stalling. A full
+  request (a backlog, a backfill) goes at once, bound only by the rate limiter;
+- while Bulk carries sustained traffic (a request of more than the single threshold went out in the last
+  SUSTAINED_SECONDS), small claims wait for a Bulk slot too; and when Create Event's budget is spent, the rest
+  of a small claim goes out as Bulk rather than waiting.
 """
 import json
 import logging
+import time
 
 from flask import current_app
 from redis.exceptions import RedisError
@@ -22,14 +36,51 @@ log = logging.getLogger("portal.sync")
 
 KLAVIYO_BULK_MAX_EVENTS = 1000  # Klaviyo's cap on events per Bulk Create request
 BULK_MAX_BYTES = 4_500_000  # under Klaviyo's 5 MB
+# Bulk requests that are not full go out at most one per this, across all workers: our steady pace (60 s / 135)
+# plus a margin, so the requests that are full still find room in the minute.
+BULK_SPACING = 60.0 / limiter.pace("bulk")[1] + 0.025
+SUSTAINED_SECONDS = 2.0  # after a Bulk request of more than the single threshold, small claims go by Bulk too
+JOIN_MARGIN = 0.001  # a claim hands its rows to a worker whose Bulk slot is still ahead (by more than this)
+JOB_SECONDS = 60.0  # a delivery job that still finds rows after this long hands over to a new job (rq's timeout)
 
 
 class Stop(Exception):
     """The connection can't send now (disconnected, needs reconnecting, or rate-limited for a while)."""
 
 
+class HandedOver(Exception):
+    """The claim went back to the outbox for another worker's Bulk request, which is waiting for its slot."""
+
+    def __init__(self, still_waiting: bool):
+        super().__init__()
+        self.still_waiting = still_waiting
+
+
+class _Claim:
+    """The rows one turn of deliver() holds: the claim, and what it took in while it waited for a Bulk slot."""
+
+    def __init__(self, organizer_id: int, rows: list[Claimed], lease: int, limit: int):
+        self.organizer_id, self.lease, self.limit = organizer_id, lease, limit
+        self.rows = list(rows)
+        self.heartbeats = [claim_lease.keep(rows, lease)]  # a short lease, renewed while we send: see lease.py
+
+    def top_up(self, rows: list[Claimed]) -> list[Claimed]:
+        """Claim more due rows, so that `rows` (part of this claim) makes up to `limit` events."""
+        room = self.limit - len(rows)
+        more = outbox.claim(self.organizer_id, room, self.lease) if room > 0 else []
+        if more:
+            self.rows += more
+            self.heartbeats.append(claim_lease.keep(more, self.lease))
+        return more
+
+    def stop(self) -> None:
+        for heartbeat in self.heartbeats:
+            heartbeat.stop()
+
+
 def deliver(organizer_id: int) -> int:
     """Send this organizer's due events to Klaviyo. Returns how many were accepted."""
+    started = time.monotonic()
     try:
         redis_connection().delete(delivery_marker(organizer_id))
     except RedisError:
@@ -39,36 +90,42 @@ def deliver(organizer_id: int) -> int:
     config = current_app.config
     lease = config["OUTBOX_LEASE_SECONDS"]
     batch_limit = min(config["SYNC_BATCH_LIMIT"], KLAVIYO_BULK_MAX_EVENTS)
+    threshold = config["SYNC_SINGLE_THRESHOLD"]
     while True:
+        if time.monotonic() - started > JOB_SECONDS:
+            enqueue_delivery(organizer_id)  # a long on-sale: carry on in a new job, well within rq's job timeout
+            return accepted
         connection = klaviyo.connection_for(organizer_id)
         if connection is None or connection.status != CONNECTED:
             return accepted
+        installation = klaviyo.installation_key(connection)
+        if limiter.slot_in(installation, "bulk") > JOIN_MARGIN:
+            return accepted  # a worker waits for the next Bulk slot, and takes in every due row when it comes
         rows = outbox.claim(organizer_id, batch_limit, lease)
         if not rows:
             return accepted
         if len(rows) == batch_limit:
             enqueue_delivery(organizer_id)  # a big backlog: let another idle worker join in
-        heartbeat = claim_lease.keep(rows, lease)  # a short lease, renewed while we send: see lease.py
+        claim = _Claim(organizer_id, rows, lease, batch_limit)
         try:
-            if len(rows) <= config["SYNC_SINGLE_THRESHOLD"]:
-                for index, row in enumerate(rows):
-                    try:
-                        accepted += _send_single(connection, row)
-                    except Stop:
-                        outbox.release(rows[index:])
-                        raise
+            if len(rows) <= threshold and not limiter.sustained(installation, "bulk"):
+                accepted += _send_singles(connection, claim, threshold)
             else:
-                accepted += _send_bulk(connection, rows)
+                accepted += _send_paced(connection, claim, rows, threshold)
         except Stop:
             return accepted
+        except HandedOver as handed:
+            if handed.still_waiting:
+                return accepted  # that worker takes our rows in when its slot comes
+            continue  # its slot came meanwhile: it may have missed them, so look again
         except Exception:
             # Something unexpected (a database error, say): hand back what this claim still holds at once,
             # rather than leaving it to the lease, then let rq record the failure.
             db.session.rollback()
-            outbox.release(rows, current_app.config["RETRY_BASE_SECONDS"])
+            outbox.release(claim.rows, current_app.config["RETRY_BASE_SECONDS"])
             raise
         finally:
-            heartbeat.stop()
+            claim.stop()
             db.session.rollback()
 
 
@@ -84,13 +141,37 @@ def sweep() -> None:
     health.sweep()  # alerts, reading test orders back, the double-send guard, Started Checkout
 
 
-# --- one event --------------------------------------------------------------------------------------
+# --- one event ---------------------------------------------------------------------------------------
 
-def _send_single(connection: KlaviyoConnection, row: Claimed) -> int:
+def _send_singles(connection: KlaviyoConnection, claim: _Claim, threshold: int) -> int:
+    accepted = 0
+    rows = list(claim.rows)
+    for index, row in enumerate(rows):
+        try:
+            sent = _send_single(connection, row)
+        except Stop:
+            outbox.release(rows[index:])
+            raise
+        if sent is None:
+            # Create Event's budget is spent for now: the rest goes out as one Bulk request rather than waiting,
+            # and small claims go by Bulk for a while too (the traffic is more than singles can carry).
+            limiter.mark_sustained(klaviyo.installation_key(connection), "bulk", SUSTAINED_SECONDS)
+            return accepted + _send_paced(connection, claim, rows[index:], threshold)
+        accepted += sent
+    return accepted
+
+
+def _send_single(connection: KlaviyoConnection, row: Claimed) -> int | None:
+    """Send one event with Create Event. Returns 1 when accepted, 0 when not, None (nothing sent) when Create
+    Event's budget is spent for now."""
     installation = klaviyo.installation_key(connection)
     with gate.sending(connection.id) as allowed:
         _check_can_send(connection, allowed, [row])
-        wait = limiter.acquire(installation, "events")
+        wait = limiter.try_acquire(installation, "events")
+        if wait and not limiter.blocked(installation, "events"):
+            return None  # our own budget is spent, not Klaviyo's Retry-After: the caller sends by Bulk instead
+        if wait:
+            wait = limiter.acquire(installation, "events")  # a Retry-After: wait it out here when it is short
         if wait:
             outbox.release([row], wait, "waiting for Klaviyo's rate limit")
             raise Stop()
@@ -101,6 +182,26 @@ def _send_single(connection: KlaviyoConnection, row: Claimed) -> int:
 
 
 # --- many events -------------------------------------------------------------------------------------
+
+def _send_paced(connection: KlaviyoConnection, claim: _Claim, rows: list[Claimed], threshold: int) -> int:
+    """Send `rows` (part of the claim) by Bulk Create: at once when full, else in the next Bulk slot of this
+    installation, topped up with what fell due while waiting for it."""
+    installation = klaviyo.installation_key(connection)
+    rows = list(rows)
+    wait = limiter.reserve(installation, "bulk", BULK_SPACING, full=len(rows) >= claim.limit,
+                           join_margin=JOIN_MARGIN)
+    if wait < 0:
+        # Another worker waits for the next slot: give it our rows (due now) rather than take a slot after it.
+        outbox.release(rows, 0)
+        raise HandedOver(still_waiting=limiter.slot_in(installation, "bulk") > 0)
+    if wait > 0:
+        time.sleep(wait)  # the heartbeat renews the claim meanwhile
+        rows += claim.top_up(rows)
+    accepted = _send_bulk(connection, rows)
+    if len(rows) > threshold:
+        limiter.mark_sustained(installation, "bulk", SUSTAINED_SECONDS)
+    return accepted
+
 
 def _chunks(rows: list[Claimed]):
     """Split rows into Bulk Create requests: at most 1,000 events and well under 5 MB each."""

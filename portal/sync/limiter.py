@@ -4,6 +4,10 @@ Klaviyo counts requests per installed app instance in fixed windows: a 1 s burst
 steady window, per endpoint, and for a few endpoints (Create Flow, Create Segment) a daily one. We keep a
 sliding log of our requests, a little under Klaviyo's figures, and additionally stop everyone when Klaviyo
 answers 429 (Retry-After) or reports RateLimit-Remaining: 0.
+
+Beside the limits, a pace (reserve): requests that need not go at once (a Bulk Create that is not full) take the
+next slot of an installation's endpoint, a fixed spacing after the previous one, so sustained traffic spends the
+steady budget evenly instead of in a burst followed by a stall (see portal/sync/jobs.py).
 """
 import logging
 import random
@@ -70,6 +74,36 @@ return 0
 """
 
 
+# Pacing: a reservation of the next send slot, so that requests which are not full go out at most one per
+# `spacing` (the steady budget's pace) across every worker. A full request (a backlog) takes no slot: it goes now,
+# bound only by the windows above, and the next paced request is spaced from it. With a join margin, a paced
+# request that finds another worker already waiting for a slot more than the margin away gets -(that wait)
+# instead of a slot of its own: it hands its rows to that worker, which takes in more rows when its slot comes.
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stored = redis.call('GET', KEYS[1])
+local last = -1
+if stored then last = tonumber(stored) end
+if ARGV[2] == '1' then
+  if now > last then redis.call('SET', KEYS[1], now, 'PX', 120000) end
+  return 0
+end
+local join = tonumber(ARGV[3])
+if join > 0 and last - now > join then return now - last end
+local slot = math.max(now, last + tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], slot, 'PX', slot - now + 120000)
+return slot - now
+"""
+_SLOT_IN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stored = redis.call('GET', KEYS[1])
+if not stored then return -1 end
+return tonumber(stored) - now
+"""
+
+
 def _limits(endpoint: str) -> tuple[int, int]:
     burst, steady = KLAVIYO_LIMITS[endpoint]
     return max(int(burst * HEADROOM), 1), max(int(steady * HEADROOM), 1)
@@ -116,6 +150,43 @@ def acquire(installation: str, endpoint: str, max_wait: float = 2.0) -> float:
         if time.monotonic() + wait > deadline:
             return wait
         time.sleep(wait + random.uniform(0, 0.05))  # jitter, so workers don't wake in lockstep
+
+
+def _pace_key(installation: str, endpoint: str) -> str:
+    return f"portal:pace:{installation}:{endpoint}"
+
+
+def reserve(installation: str, endpoint: str, spacing: float, full: bool, join_margin: float = 0.0) -> float:
+    """Reserve the next slot for a request to this endpoint, `spacing` seconds after the previous one of this
+    installation (by any worker). Returns how many seconds to wait for it (0: go now). A full request (full=True)
+    never waits here: it marks now as the latest slot, so the next paced request is spaced from it.
+
+    With join_margin > 0, when another worker already waits for a slot more than join_margin seconds away, no slot
+    is taken and the answer is negative: minus that worker's wait. Hand it the rows (release them): it takes them
+    in when its slot comes. Two calls never get the same slot (one Lua script, Redis's clock)."""
+    wait_ms = redis_connection().eval(_RESERVE, 1, _pace_key(installation, endpoint), int(spacing * 1000),
+                                      1 if full else 0, int(join_margin * 1000))
+    return int(wait_ms) / 1000.0
+
+
+def slot_in(installation: str, endpoint: str) -> float:
+    """Seconds until the latest reserved slot of this endpoint (negative once it has passed, or none was taken)."""
+    return int(redis_connection().eval(_SLOT_IN, 1, _pace_key(installation, endpoint))) / 1000.0
+
+
+def mark_sustained(installation: str, endpoint: str, seconds: float) -> None:
+    """Say that this endpoint carries sustained traffic for this installation, for the next `seconds`."""
+    redis_connection().set(f"{_pace_key(installation, endpoint)}:sustained", 1, px=max(int(seconds * 1000), 1))
+
+
+def sustained(installation: str, endpoint: str) -> bool:
+    """Did mark_sustained() say so within its last `seconds`?"""
+    return bool(redis_connection().exists(f"{_pace_key(installation, endpoint)}:sustained"))
+
+
+def blocked(installation: str, endpoint: str) -> bool:
+    """Has a 429 (Retry-After) or RateLimit-Remaining: 0 stopped everyone calling this endpoint for now?"""
+    return (redis_connection().pttl(_keys(installation, endpoint)[2]) or 0) > 0
 
 
 def block(installation: str, endpoint: str, seconds: float) -> None:
