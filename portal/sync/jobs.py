@@ -12,9 +12,10 @@ How a claim goes out (Bulk Create allows 10/s but only 150/min, Create Event 350
   for its slot it takes in the rows that fell due meanwhile. So sustained traffic goes out in a few requests of
   many events, within the steady budget, instead of using it up in small requests and then stalling. A full
   request (a backlog, a backfill) goes at once, bound only by the rate limiter;
-- while Bulk carries sustained traffic (a request of more than the single threshold went out in the last
-  SUSTAINED_SECONDS), small claims wait for a Bulk slot too; and when Create Event's budget is spent, the rest
-  of a small claim goes out as Bulk rather than waiting.
+- when Create Event's budget is spent, the rest of a small claim goes out as Bulk rather than waiting, and small
+  claims keep going by Bulk for SUSTAINED_SECONDS (the traffic is more than singles can carry). A small claim
+  otherwise goes as singles even while Bulk is busy: at a few orders a second the claims stay small, and a
+  Bulk slot would cost each of them up to BULK_SPACING of latency.
 """
 import json
 import logging
@@ -39,7 +40,7 @@ BULK_MAX_BYTES = 4_500_000  # under Klaviyo's 5 MB
 # Bulk requests that are not full go out at most one per this, across all workers: our steady pace (60 s / 135)
 # plus a margin, so the requests that are full still find room in the minute.
 BULK_SPACING = 60.0 / limiter.pace("bulk")[1] + 0.025
-SUSTAINED_SECONDS = 2.0  # after a Bulk request of more than the single threshold, small claims go by Bulk too
+SUSTAINED_SECONDS = 2.0  # once Create Event's budget is spent, small claims go by Bulk for this long
 JOIN_MARGIN = 0.001  # a claim hands its rows to a worker whose Bulk slot is still ahead (by more than this)
 JOB_SECONDS = 60.0  # a delivery job that still finds rows after this long hands over to a new job (rq's timeout)
 
@@ -109,9 +110,9 @@ def deliver(organizer_id: int) -> int:
         claim = _Claim(organizer_id, rows, lease, batch_limit)
         try:
             if len(rows) <= threshold and not limiter.sustained(installation, "bulk"):
-                accepted += _send_singles(connection, claim, threshold)
+                accepted += _send_singles(connection, claim)
             else:
-                accepted += _send_paced(connection, claim, rows, threshold)
+                accepted += _send_paced(connection, claim, rows)
         except Stop:
             return accepted
         except HandedOver as handed:
@@ -143,7 +144,7 @@ def sweep() -> None:
 
 # --- one event ---------------------------------------------------------------------------------------
 
-def _send_singles(connection: KlaviyoConnection, claim: _Claim, threshold: int) -> int:
+def _send_singles(connection: KlaviyoConnection, claim: _Claim) -> int:
     accepted = 0
     rows = list(claim.rows)
     for index, row in enumerate(rows):
@@ -156,7 +157,7 @@ def _send_singles(connection: KlaviyoConnection, claim: _Claim, threshold: int) 
             # Create Event's budget is spent for now: the rest goes out as one Bulk request rather than waiting,
             # and small claims go by Bulk for a while too (the traffic is more than singles can carry).
             limiter.mark_sustained(klaviyo.installation_key(connection), "bulk", SUSTAINED_SECONDS)
-            return accepted + _send_paced(connection, claim, rows[index:], threshold)
+            return accepted + _send_paced(connection, claim, rows[index:])
         accepted += sent
     return accepted
 
@@ -183,7 +184,7 @@ def _send_single(connection: KlaviyoConnection, row: Claimed) -> int | None:
 
 # --- many events -------------------------------------------------------------------------------------
 
-def _send_paced(connection: KlaviyoConnection, claim: _Claim, rows: list[Claimed], threshold: int) -> int:
+def _send_paced(connection: KlaviyoConnection, claim: _Claim, rows: list[Claimed]) -> int:
     """Send `rows` (part of the claim) by Bulk Create: at once when full, else in the next Bulk slot of this
     installation, topped up with what fell due while waiting for it."""
     installation = klaviyo.installation_key(connection)
@@ -197,10 +198,7 @@ def _send_paced(connection: KlaviyoConnection, claim: _Claim, rows: list[Claimed
     if wait > 0:
         time.sleep(wait)  # the heartbeat renews the claim meanwhile
         rows += claim.top_up(rows)
-    accepted = _send_bulk(connection, rows)
-    if len(rows) > threshold:
-        limiter.mark_sustained(installation, "bulk", SUSTAINED_SECONDS)
-    return accepted
+    return _send_bulk(connection, rows)
 
 
 def _chunks(rows: list[Claimed]):
