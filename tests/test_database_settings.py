@@ -45,3 +45,56 @@ def test_the_postgresql_pool_follows_the_configured_size(tmp_path):
     assert options["pool_size"] == 6 and options["max_overflow"] == 3 and options["hide_parameters"] is True
     with app.app_context():
         assert db.engine.pool.size() == 6  # made without connecting
+
+
+def test_sqlite_writers_wait_in_line_across_processes(app, tmp_path):
+    """write_turn(): on SQLite one checkout writes at a time, across this process's threads and other processes
+    (a file lock beside the database), so none waits in SQLite's sleeping busy handler. On PostgreSQL it does
+    nothing: many writers at once is what it is for."""
+    import subprocess
+    import sys
+    import threading
+
+    from portal.extensions import write_turn
+
+    with app.app_context():
+        url = db.engine.url
+        inside = threading.Event()
+
+        def enter():
+            with app.app_context(), write_turn():
+                inside.set()
+
+        if url.get_backend_name() != "sqlite":
+            with write_turn():
+                thread = threading.Thread(target=enter)
+                thread.start()
+                assert inside.wait(5)  # not held back
+            thread.join(5)
+            return
+        lock_path = f"{url.database}-writer.lock"
+        # Another process takes the turn and keeps it until told to let go.
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+             "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.readline()", lock_path],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            thread = threading.Thread(target=enter)
+            thread.start()
+            assert not inside.wait(0.5)  # waits for the other process
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+            assert inside.wait(10)  # and goes as soon as it is free
+            thread.join(5)
+        finally:
+            holder.kill()
+            holder.communicate()  # and closes its pipes
+        # Within the process: a second thread waits for the first to leave.
+        with write_turn():
+            inside.clear()
+            thread = threading.Thread(target=enter)
+            thread.start()
+            assert not inside.wait(0.3)
+        assert inside.wait(10)
+        thread.join(5)

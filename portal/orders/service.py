@@ -10,7 +10,7 @@ from sqlalchemy.orm import make_transient_to_detached
 
 from portal.consent import service as consent
 from portal.events.models import DiscountCode, Event, TicketType
-from portal.extensions import db
+from portal.extensions import db, write_turn
 from portal.klaviyo.payloads import NextEvents, OrderData, Person, TicketLine, build_order_events
 from portal.orders import holders
 from portal.orders.models import PAID, VALID, Attendee, Order, Ticket
@@ -111,27 +111,28 @@ def place_order(event: Event, data: OrderInput, allow_oversell: bool = False, co
     # profile is left as it is rather than unset (which Bulk Create could not carry).
     upcoming = {email: next_event for email, next_event in holders.next_events_for_purchase(event, people).items()
                 if next_event is not None}
-    try:
-        order_id = db.session.execute(INSERT_ORDER, priced.order).scalar_one()
-        order = Order(id=order_id, **priced.order)
-        db.session.execute(INSERT_TICKETS, [dict(ticket, order_id=order_id) for ticket in priced.tickets])
-        attendee_ids = {ticket_id: attendee_id for attendee_id, ticket_id in
-                        db.session.execute(INSERT_ATTENDEES, priced.attendees)}
-        result = build_order_events(_order_data(event, order, priced, attendee_ids, region, upcoming))
-        queued = add_rows(event.organizer_id, order_id, result.events, connection)
-        order.notes = "\n".join(data.notes + result.notes)
-        queued += consent.record(order, data.consent, connection, region)  # may add notes of its own
-        if data.checkout_session is not None:  # no Started Checkout for a checkout that became an order
-            abandoned.complete(event.id, data.checkout_session, order_id, order.email)
-        oversold = _take_capacity(event, data.lines, allow_oversell)
-        if oversold:
-            order.notes = "\n".join(oversold + order.note_lines)
-        if order.notes:
-            db.session.execute(update(ORDERS).where(ORDERS.c.id == order_id).values(notes=order.notes))
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        raise
+    with write_turn():  # SQLite: wait in line for the write lock, not in its busy handler
+        try:
+            order_id = db.session.execute(INSERT_ORDER, priced.order).scalar_one()
+            order = Order(id=order_id, **priced.order)
+            db.session.execute(INSERT_TICKETS, [dict(ticket, order_id=order_id) for ticket in priced.tickets])
+            attendee_ids = {ticket_id: attendee_id for attendee_id, ticket_id in
+                            db.session.execute(INSERT_ATTENDEES, priced.attendees)}
+            result = build_order_events(_order_data(event, order, priced, attendee_ids, region, upcoming))
+            queued = add_rows(event.organizer_id, order_id, result.events, connection)
+            order.notes = "\n".join(data.notes + result.notes)
+            queued += consent.record(order, data.consent, connection, region)  # may add notes of its own
+            if data.checkout_session is not None:  # no Started Checkout for a checkout that became an order
+                abandoned.complete(event.id, data.checkout_session, order_id, order.email)
+            oversold = _take_capacity(event, data.lines, allow_oversell)
+            if oversold:
+                order.notes = "\n".join(oversold + order.note_lines)
+            if order.notes:
+                db.session.execute(update(ORDERS).where(ORDERS.c.id == order_id).values(notes=order.notes))
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            raise
     # The order's row as written, in the session without reading it back (its tickets load when asked for).
     make_transient_to_detached(order)
     db.session.add(order)
