@@ -54,7 +54,7 @@ def save_switches():
     settings.include_test_orders = bool(request.form.get("include_test_orders"))
     if wanted and not service.is_on(connection):
         needs_more = klaviyo.turn_on(connection, service.FEATURE)
-        resumed = outbox.resume_kind(current_user.id, SUBSCRIPTION)
+        resumed = outbox.resume(current_user.id, SUBSCRIPTION)
         db.session.commit()
         if resumed:
             enqueue_delivery(current_user.id)
@@ -65,7 +65,7 @@ def save_switches():
             flash("List subscriptions are on. Choose the list consenting buyers go to.", "success")
     elif not wanted and service.is_on(connection):
         klaviyo.turn_off(connection, service.FEATURE)
-        outbox.cancel_kind(current_user.id, SUBSCRIPTION, TURNED_OFF)
+        outbox.cancel(current_user.id, TURNED_OFF, SUBSCRIPTION)
         db.session.commit()
         flash("List subscriptions are off: the checkbox is no longer shown and nobody is subscribed.", "success")
     else:
@@ -79,7 +79,7 @@ def _use_list(list_id: str, name: str) -> None:
     settings.list_id, settings.list_name = list_id, name[:255]
     if settings.problem == LIST_MISSING:
         settings.problem = settings.problem_detail = settings.problem_at = None
-    resumed = outbox.resume_kind(current_user.id, SUBSCRIPTION)
+    resumed = outbox.resume(current_user.id, SUBSCRIPTION)
     db.session.commit()
     if resumed:
         enqueue_delivery(current_user.id)

@@ -4,7 +4,7 @@ from flask_login import current_user, login_required
 from redis.exceptions import RedisError
 
 from portal.extensions import db
-from portal.htmx import render, see_other
+from portal.htmx import is_htmx, render, see_other
 from portal.integrations import flows, service
 from portal.sync import backfill, connection as klaviyo, limiter
 from portal.sync.models import DISCONNECTED, BackfillRun
@@ -17,41 +17,52 @@ def redirect_uri() -> str:
     return current_app.config["PUBLIC_BASE_URL"].rstrip("/") + url_for("integrations.callback")
 
 
-def _page(panel: str | None = None, **extra):
+def _page(panel: str | None = None, block: str | None = None, **extra):
+    """The page's context. When htmx asks for one block of it (`block`), only what that block shows is worked
+    out: the live queue polls every 2 s and needs neither the checklist nor a finished backfill's figures."""
+    only = block if block and is_htmx() else None  # None: the whole page
+
+    def shows(*blocks: str) -> bool:
+        return only is None or only in blocks
+
     connection = klaviyo.connection_for(current_user.id)
     context = {
         "connection": connection,
         "panel": panel,
         "configured": bool(current_app.config.get("KLAVIYO_CLIENT_ID")),
-        "checklist": checklist(connection) if connection and connection.is_active else None,
+        "checklist": checklist(connection) if connection and connection.is_active and shows("checklist") else None,
         "sandbox_url": current_app.config.get("KLAVIYO_SANDBOX_URL"),
         "redirect_uri": redirect_uri(),
         "missing_features": service.missing_features(connection),
         **extra,
     }
     if panel == "details" and connection:
-        context["stats"] = service.queue_stats(current_user.id)
+        if shows("panel", "queue"):
+            context["stats"] = service.queue_stats(current_user.id)
         run = backfill.current_run(current_user.id)
         context["run"] = run
-        context["run_progress"] = backfill.progress(run) if run else None
-        try:
-            context["meter"] = limiter.meter(klaviyo.installation_key(connection))
-        except RedisError:  # the meter is informative; Redis being down must not break the page
-            context["meter"] = None
+        # The queue block only asks whether a run is still sending.
+        wanted = shows("panel", "backfill") or (run is not None and run.status == backfill.RUNNING)
+        context["run_progress"] = backfill.progress(run) if run and wanted else None
+        if shows("panel", "queue"):
+            try:
+                context["meter"] = limiter.meter(klaviyo.installation_key(connection))
+            except RedisError:  # the meter is informative; Redis being down must not break the page
+                context["meter"] = None
     return context
 
 
 @bp.get("/")
 @login_required
 def index():
-    return render("integrations/index.html", block="klaviyo_card" if request.args.get("fragment") else None,
-                  **_page())
+    block = "klaviyo_card" if request.args.get("fragment") else None
+    return render("integrations/index.html", block=block, **_page(block=block))
 
 
 @bp.get("/klaviyo")
 @login_required
 def details():
-    context = _page("details")
+    context = _page("details", block="panel")
     if context["connection"] is None or context["connection"].status == DISCONNECTED:
         return see_other("integrations.index")
     return render("integrations/index.html", block="panel", **context)
@@ -61,7 +72,7 @@ def details():
 @login_required
 def queue_fragment():
     """The live queue figures inside View Details (polls itself)."""
-    context = _page("details")
+    context = _page("details", block="queue")
     if context["connection"] is None:
         abort(404)
     return render("integrations/index.html", block="queue", **context)
@@ -71,7 +82,7 @@ def queue_fragment():
 @login_required
 def checklist_fragment():
     """The install checklist (polls itself); there is none unless the connection is active."""
-    context = _page()
+    context = _page(block="checklist")
     if context["checklist"] is None:  # e.g. polled from a tab left open after a disconnect
         abort(404)
     return render("integrations/index.html", block="checklist", **context)
@@ -174,7 +185,7 @@ def checklist(connection) -> list[dict]:
 @login_required
 def backfill_plan():
     """The dry run of "Send past orders to Klaviyo"."""
-    context = _page("details")
+    context = _page("details", block="backfill")
     if context["connection"] is None or not context["connection"].is_active:
         abort(404)
     return render("integrations/index.html", block="backfill", plan=backfill.plan(current_user.id), **context)
@@ -199,7 +210,7 @@ def backfill_start():
 @bp.get("/klaviyo/backfill/progress")
 @login_required
 def backfill_progress():
-    context = _page("details")
+    context = _page("details", block="backfill")
     if context["connection"] is None or context["run"] is None:
         abort(404)
     return render("integrations/index.html", block="backfill", **context)

@@ -11,18 +11,17 @@ from itertools import groupby
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import selectinload
 
-from portal.contact import KLAVIYO_DROPPED_DOMAINS
 from portal.extensions import db
 from portal.klaviyo.lifecycle import CANCELLED_ORDER, REFUNDED_ORDER
 from portal.klaviyo.payloads import METRICS, REGISTERED, as_past_event, build_order_events, registration_reasons
 from portal.orders.lifecycle import history_events
 from portal.orders.models import CANCELLED as ORDER_CANCELLED, Attendee, Order, Refund, Ticket
 from portal.orders.service import snapshot
-from portal.sync import outbox
+from portal.sync import outbox, tallies
 from portal.sync.backfill_consent import queue_past_subscriptions
 from portal.sync.connection import connection_for
 from portal.sync.limiter import KLAVIYO_LIMITS
-from portal.sync.models import CANCELLED, SENT, BackfillRun, OutboxEvent
+from portal.sync.models import CANCELLED, SENT, BackfillRun, BackfillTally, OutboxEvent
 from portal.sync.queue import enqueue_delivery, queue
 from portal.types import utcnow
 
@@ -87,7 +86,7 @@ def plan(organizer_id: int) -> Plan:
 
 
 def _dropped_address():
-    return or_(*(OutboxEvent.profile_key.like(f"%@{domain}") for domain in KLAVIYO_DROPPED_DOMAINS))
+    return tallies.dropped_address(OutboxEvent.profile_key)
 
 
 def skipped_counts(organizer_id: int, up_to_order: int | None = None, but_run: int | None = None) -> dict:
@@ -173,16 +172,19 @@ def queue_next_chunk(run_id: int) -> bool:
         run.status, run.finished_at = DONE, utcnow()
         db.session.commit()
         return False
-    _queue_chunk(run, connection, orders)
-    queue_past_subscriptions(run, connection, orders)  # past consents, as historical list subscriptions
+    queued_for = _queue_chunk(run, connection, orders)
+    queued_for |= queue_past_subscriptions(run, connection, orders)  # past consents, as historical subscriptions
     run.last_order_id = orders[-1].id
     run.processed_orders += len(orders)
+    run.orders_queued += len(queued_for)  # the chunks' orders never overlap: each order counted once
     db.session.commit()
     enqueue_delivery(run.organizer_id)
     return True
 
 
-def _queue_chunk(run: BackfillRun, connection, orders: list[Order]) -> None:
+def _queue_chunk(run: BackfillRun, connection, orders: list[Order]) -> set[int]:
+    """Queue what these orders have to send; returns the orders that had something."""
+    queued_for = set()
     built = {order.id: build_order_events(snapshot(order)).events + history_events(order) for order in orders}
     unique_ids = [event.unique_id for events in built.values() for event in events]
     existing = dict(db.session.execute(
@@ -196,38 +198,36 @@ def _queue_chunk(run: BackfillRun, connection, orders: list[Order]) -> None:
                 fresh.append(as_past_event(event))
             elif status == CANCELLED:
                 # Cancelled by a disconnect, so never sent: send it now, as a past event.
-                outbox.requeue_as_past(run.organizer_id, as_past_event(event), run.id)
+                if outbox.requeue_as_past(run.organizer_id, as_past_event(event), run.id):
+                    queued_for.add(order_id)
                 run.events_queued += 1
             else:
                 run.events_skipped += 1
-        outbox.add_rows(run.organizer_id, order_id, fresh, connection, backfill=True, backfill_run_id=run.id)
+        if outbox.add_rows(run.organizer_id, order_id, fresh, connection, backfill=True, backfill_run_id=run.id):
+            queued_for.add(order_id)
         run.events_queued += len(fresh)
+    return queued_for
 
 
 def progress(run: BackfillRun) -> dict:
     """Counts, rate and time left, for the progress bar: what this run sent (and how much of it Klaviyo drops),
     how many orders had something to send, and what it skipped and why."""
-    counts = dict(db.session.execute(
-        select(OutboxEvent.status, func.count()).where(OutboxEvent.backfill_run_id == run.id)
-        .group_by(OutboxEvent.status)).all())
-    sent = counts.get(SENT, 0)
-    sent_dropped = db.session.scalar(select(func.count()).select_from(OutboxEvent).where(
-        OutboxEvent.backfill_run_id == run.id, OutboxEvent.status == SENT, _dropped_address()))
-    orders_sent = db.session.scalar(select(func.count(OutboxEvent.order_id.distinct())).where(
-        OutboxEvent.backfill_run_id == run.id, OutboxEvent.status == SENT))
-    orders_queued = db.session.scalar(select(func.count(OutboxEvent.order_id.distinct())).where(
-        OutboxEvent.backfill_run_id == run.id))
+    # One row, whatever the run's size: the run's tally (kept by portal/sync/outbox.py as its rows change status)
+    # and the run's own counts (kept by the chunks that queue its rows). No row of the outbox is read.
+    tally = db.session.execute(select(BackfillTally.sent, BackfillTally.sent_dropped, BackfillTally.failed,
+                                      BackfillTally.orders_sent).where(BackfillTally.run_id == run.id)).first()
+    sent, sent_dropped, failed, orders_sent = tally or (0, 0, 0, 0)
     total = max(run.events_planned, run.events_queued, sent, 1)
     elapsed = max(((run.finished_at or utcnow()) - run.started_at).total_seconds(), 0.001)
     rate = sent / elapsed
     remaining = max(total - sent, 0)
     return {
         "sent": sent, "total": total, "queued": run.events_queued, "skipped": run.events_skipped,
-        "failed": counts.get("failed", 0), "percent": min(100, round(100 * sent / total)),
+        "failed": failed, "percent": min(100, round(100 * sent / total)),
         "rate": round(rate, 1), "seconds_left": round(remaining / rate) if rate > 0 and remaining else None,
         "orders": f"{run.processed_orders} of {run.total_orders}",
         "orders_looked_at": run.processed_orders, "orders_total": run.total_orders,
-        "orders_sent": orders_sent, "orders_skipped": max(run.processed_orders - orders_queued, 0),
+        "orders_sent": orders_sent, "orders_skipped": max(run.processed_orders - run.orders_queued, 0),
         "sent_dropped": sent_dropped,
         "skipped_why": skipped_counts(run.organizer_id, run.last_order_id, run.id) if run.events_skipped else {},
         "complete": run.status == DONE and remaining == 0,

@@ -17,10 +17,12 @@ from portal.sync.models import CANCELLED, SUBSCRIPTION, BackfillRun, KlaviyoConn
 FEATURE = "subscriptions"
 
 
-def queue_past_subscriptions(run: BackfillRun, connection: KlaviyoConnection, orders: list) -> None:
-    """Queue the historical subscriptions of these orders (only while list subscriptions are on)."""
+def queue_past_subscriptions(run: BackfillRun, connection: KlaviyoConnection, orders: list) -> set[int]:
+    """Queue the historical subscriptions of these orders (only while list subscriptions are on). Returns the
+    orders it queued one for."""
+    queued_for = set()
     if FEATURE not in connection.feature_list or not orders:
-        return
+        return queued_for
     settings = db.session.scalar(select(ListSettings).where(ListSettings.organizer_id == run.organizer_id))
     records = {record.order_id: record for record in db.session.scalars(
         select(OrderConsent).where(OrderConsent.order_id.in_([order.id for order in orders])))}
@@ -36,18 +38,21 @@ def queue_past_subscriptions(run: BackfillRun, connection: KlaviyoConnection, or
         if event is not None:
             built.append((order.id, event))
     if not built:
-        return
+        return queued_for
     existing = dict(db.session.execute(select(OutboxEvent.unique_id, OutboxEvent.status).where(
         OutboxEvent.organizer_id == run.organizer_id,
         OutboxEvent.unique_id.in_([event.unique_id for _, event in built]))).all())
     for order_id, event in built:
         status = existing.get(event.unique_id)
         if status is None:
-            outbox.add_rows(run.organizer_id, order_id, [event], connection, backfill=True, kind=SUBSCRIPTION,
-                            backfill_run_id=run.id)
+            if outbox.add_rows(run.organizer_id, order_id, [event], connection, backfill=True, kind=SUBSCRIPTION,
+                               backfill_run_id=run.id):
+                queued_for.add(order_id)
             run.events_queued += 1
         elif status == CANCELLED:
-            outbox.requeue_as_past(run.organizer_id, event, run.id)
+            if outbox.requeue_as_past(run.organizer_id, event, run.id):
+                queued_for.add(order_id)
             run.events_queued += 1
         else:
             run.events_skipped += 1
+    return queued_for

@@ -134,7 +134,7 @@ def needs_reconnect(connection: KlaviyoConnection, reason: str) -> None:
     """Stop sending until the organizer reconnects; hold (never drop) the events waiting to go."""
     connection.status = NEEDS_RECONNECT
     connection.status_reason = reason
-    outbox.hold_all(connection.organizer_id, "held: the Klaviyo connection needs reconnecting")
+    outbox.hold(connection.organizer_id, "held: the Klaviyo connection needs reconnecting")
     db.session.commit()
     log.warning("klaviyo.needs_reconnect connection=%s", connection.id)
 
@@ -166,7 +166,7 @@ def disconnect(connection: KlaviyoConnection) -> bool:
     connection.expires_at = None
     connection.disconnected_at = utcnow()
     connection.revoke_pending_enc = encrypt(refresh_token) if refresh_token else None
-    outbox.cancel_all(connection.organizer_id, "cancelled: disconnected")
+    outbox.cancel(connection.organizer_id, "cancelled: disconnected")
     db.session.commit()
     return retry_revoke(connection)
 

@@ -2,7 +2,7 @@
 transaction as its order), its delivery attempts, and history backfill runs."""
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
@@ -75,6 +75,13 @@ class OutboxEvent(db.Model):
         UniqueConstraint("organizer_id", "unique_id"),
         Index("ix_outbox_due", "status", "next_attempt_at"),
         Index("ix_outbox_org_status", "organizer_id", "status", "sent_at"),
+        # View Details' "last problem": the organizer's newest row with an error, without walking every row it
+        # ever sent (only rows with an error are in it).
+        Index("ix_outbox_org_error", "organizer_id", "id", sqlite_where=text("last_error IS NOT NULL"),
+              postgresql_where=text("last_error IS NOT NULL")),
+        # A backfill run's rows, with what its progress counts (index-only); live rows (no run) are not in it.
+        Index("ix_outbox_run", "backfill_run_id", "status", "order_id", "profile_key",
+              sqlite_where=text("backfill_run_id IS NOT NULL"), postgresql_where=text("backfill_run_id IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -86,7 +93,7 @@ class OutboxEvent(db.Model):
     profile_key: Mapped[str] = mapped_column(String(254))
     payload: Mapped[str] = mapped_column(Text)  # the exact JSON:API body of Create Event
     backfill: Mapped[bool] = mapped_column(default=False)
-    backfill_run_id: Mapped[int | None] = mapped_column(ForeignKey("backfill_runs.id"), index=True)
+    backfill_run_id: Mapped[int | None] = mapped_column(ForeignKey("backfill_runs.id"))  # ix_outbox_run
     status: Mapped[str] = mapped_column(String(12), default=PENDING)
     status_detail: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
@@ -104,6 +111,17 @@ class OutboxEvent(db.Model):
     attempts_log: Mapped[list["DeliveryAttempt"]] = relationship(
         order_by="DeliveryAttempt.id", cascade="all, delete-orphan", back_populates="outbox_event"
     )
+
+
+class OutboxTally(db.Model):
+    """How many outbox rows of an organizer Klaviyo has accepted (status sent), for View Details, which would
+    otherwise count every row ever sent. outbox.record adds the rows it turns to sent, in the transaction that
+    does it; a sent row never changes status again and no row is deleted, so nothing ever takes one away."""
+
+    __tablename__ = "outbox_tallies"
+
+    organizer_id: Mapped[int] = mapped_column(ForeignKey("organizers.id"), primary_key=True, autoincrement=False)
+    sent: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class DeliveryAttempt(db.Model):
@@ -136,7 +154,26 @@ class BackfillRun(db.Model):
     events_planned: Mapped[int] = mapped_column(default=0)  # from the dry run, for the progress bar
     events_queued: Mapped[int] = mapped_column(default=0)
     events_skipped: Mapped[int] = mapped_column(default=0)
+    # Orders at least one of whose events (or subscription) this run queued: the chunk that queues them counts them
+    # (a later run taking a cancelled row over takes the order off, see outbox.requeue_as_past).
+    orders_queued: Mapped[int] = mapped_column(default=0, server_default="0")
     last_order_id: Mapped[int] = mapped_column(default=0)  # the cursor: orders up to here are done
     max_order_id: Mapped[int] = mapped_column(default=0)  # orders placed after the run started are live ones
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class BackfillTally(db.Model):
+    """What a backfill run's rows have become, for its progress, which would otherwise read every row of the run:
+    how many Klaviyo accepted (and how many of those go to addresses it drops), how many orders have one accepted,
+    how many are failed now. outbox.py keeps it in the transaction that changes a run row's status (accepted,
+    failed, retried by a person); live rows (no run) never touch it. A table of its own, not columns of
+    backfill_runs: the job queuing a chunk holds that row for the whole chunk, and the workers must not wait."""
+
+    __tablename__ = "backfill_tallies"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("backfill_runs.id"), primary_key=True, autoincrement=False)
+    sent: Mapped[int] = mapped_column(default=0, server_default="0")
+    sent_dropped: Mapped[int] = mapped_column(default=0, server_default="0")
+    failed: Mapped[int] = mapped_column(default=0, server_default="0")
+    orders_sent: Mapped[int] = mapped_column(default=0, server_default="0")

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import func, insert, literal, select, true, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import func, insert, select, update
 
 from portal.extensions import db
 from portal.klaviyo.client import ApiResponse
 from portal.klaviyo.payloads import OutgoingEvent
+from portal.sync import tallies
 from portal.sync.models import (
     CANCELLED,
     CLAIMED,
@@ -90,6 +89,7 @@ class Claimed:
     give_up_at: datetime | None
     backfill: bool
     claim_token: str
+    backfill_run_id: int | None = None  # a history backfill's row: its run's tally (BackfillTally) follows it
 
 
 def claim(organizer_id: int, limit: int, lease_seconds: int, kind: str = EVENT) -> list[Claimed]:
@@ -215,7 +215,8 @@ def record(rows: list[Claimed], response: ApiResponse, via: str) -> None:
         _record_accepted(rows, response, via, now)
         return
     if response.accepted:
-        _tally_sent(rows)
+        tallies.sent(rows)
+    failed_in_run: dict[int, int] = {}
     for row in rows:
         attempts = row.attempts + 1
         values = {"attempts": attempts, "last_http_status": status or None, "claim_token": None, "claimed_until": None}
@@ -246,14 +247,19 @@ def record(rows: list[Claimed], response: ApiResponse, via: str) -> None:
         # Klaviyo's acceptance is the truth even if a Disconnect cancelled the row while it was in flight;
         # any other outcome only counts while the row is still ours.
         guard = OutboxEvent.id == row.id if response.accepted else OutboxEvent.claim_token == row.claim_token
-        db.session.execute(update(OutboxEvent).where(OutboxEvent.id == row.id, guard).values(**values),
-                           execution_options=_QUIET)
+        changed = db.session.execute(update(OutboxEvent).where(OutboxEvent.id == row.id, guard).values(**values),
+                                     execution_options=_QUIET).rowcount
+        if outcome == "failed" and changed and row.backfill_run_id is not None:
+            # Claimed a moment ago and still ours (the guard), so it was not failed before: one more failed.
+            failed_in_run[row.backfill_run_id] = failed_in_run.get(row.backfill_run_id, 0) + 1
         db.session.add(DeliveryAttempt(outbox_id=row.id, attempted_at=now, outcome=outcome, http_status=status or None,
                                        detail=None if response.accepted else response.error_text()[:2000],
                                        latency_ms=response.latency_ms, via=via))
         log.info(json.dumps({"msg": "klaviyo.send", "organizer": row.organizer_id, "metric": row.metric,
                              "unique_id": row.unique_id, "status": status, "outcome": outcome,
                              "latency_ms": response.latency_ms, "via": via}))
+    for run_id, failed in sorted(failed_in_run.items()):
+        tallies.run_failed(run_id, failed)
     db.session.commit()
     if response.accepted:
         _mark_success(rows[0].organizer_id, now)
@@ -261,6 +267,7 @@ def record(rows: list[Claimed], response: ApiResponse, via: str) -> None:
 
 def _record_accepted(rows: list[Claimed], response: ApiResponse, via: str, now) -> None:
     """A whole request accepted: one UPDATE for its rows and one multi-row INSERT of attempts."""
+    tallies.sent(rows)
     db.session.execute(
         update(OutboxEvent).where(OutboxEvent.id.in_([row.id for row in rows]))
         .values(attempts=OutboxEvent.attempts + 1, last_http_status=response.status, claim_token=None,
@@ -290,36 +297,6 @@ def _mark_success(organizer_id: int, now) -> None:
     db.session.commit()
 
 
-# --- a connection's turns: Needs reconnect, Reconnect, Disconnect ---------------------------------------
-
-def hold_all(organizer_id: int, detail: str) -> None:
-    """Hold (never drop) everything waiting to go, until the organizer reconnects. The caller commits."""
-    db.session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.status.in_((PENDING, CLAIMED)))
-        .values(status=HELD, claim_token=None, claimed_until=None, status_detail=detail)
-    )
-
-
-def resume_held(organizer_id: int) -> None:
-    """Events held while the connection needed reconnecting flow again, keeping their original time.
-    The caller commits."""
-    db.session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.status == HELD)
-        .values(status=PENDING, next_attempt_at=utcnow(), status_detail=None)
-    )
-
-
-def cancel_all(organizer_id: int, detail: str) -> None:
-    """Nothing more goes out for this organizer: waiting, claimed and held rows are cancelled. The caller commits."""
-    db.session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.status.in_((PENDING, CLAIMED, HELD)))
-        .values(status=CANCELLED, status_detail=detail, claim_token=None, claimed_until=None)
-    )
-
-
 # --- a person's Retry, and history backfill runs ---------------------------------------------------------
 
 def retry(row: OutboxEvent) -> bool:
@@ -327,6 +304,8 @@ def retry(row: OutboxEvent) -> bool:
     False when the row is not failed (nothing to retry)."""
     if row.status != FAILED:
         return False
+    if row.backfill_run_id is not None:
+        tallies.run_retried(row.id)  # before the row's own change, which the session writes later
     row.status, row.status_detail = PENDING, "retry requested"
     row.next_attempt_at = utcnow()
     row.give_up_at = None
@@ -347,52 +326,62 @@ def resume_run(run_id: int) -> None:
         .values(status=PENDING, status_detail=None, next_attempt_at=utcnow()))
 
 
-def requeue_as_past(organizer_id: int, event: OutgoingEvent, run_id: int) -> None:
+def requeue_as_past(organizer_id: int, event: OutgoingEvent, run_id: int) -> int:
     """A row a Disconnect cancelled, so never sent, goes out again as a past event of a backfill run.
-    The caller commits."""
-    db.session.execute(
+    Returns how many rows (0 or 1). The caller commits.
+
+    A cancelled row counts in no run's tally; if it was an earlier (stopped) run's, and that run has no other row
+    of its order, that run now has one order queued fewer."""
+    earlier = db.session.execute(select(OutboxEvent.backfill_run_id, OutboxEvent.order_id).where(
+        OutboxEvent.organizer_id == organizer_id, OutboxEvent.unique_id == event.unique_id,
+        OutboxEvent.status == CANCELLED, OutboxEvent.backfill_run_id.is_not(None),
+        OutboxEvent.backfill_run_id != run_id)).first()
+    moved = db.session.execute(
         update(OutboxEvent).where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.unique_id == event.unique_id,
                                   OutboxEvent.status == CANCELLED)
         .values(status=PENDING, backfill=True, backfill_run_id=run_id, next_attempt_at=utcnow(),
-                payload=_payload(event.body), status_detail=None, give_up_at=None))
-
-
-# --- list subscriptions: the same states, for the rows of one kind only --------------------------------
-# A subscription can wait for something events never need (a list to be chosen, the list permission), while
-# the events go on; these act on the rows of kind SUBSCRIPTION alone. The caller commits.
-
-def hold_kind(organizer_id: int, kind: str, detail: str) -> None:
-    """Hold (never drop) the waiting rows of this kind, e.g. until a list is chosen again."""
-    db.session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.kind == kind,
-               OutboxEvent.status.in_((PENDING, CLAIMED)))
-        .values(status=HELD, claim_token=None, claimed_until=None, status_detail=detail),
-        execution_options=_QUIET)
-
-
-def resume_kind(organizer_id: int, kind: str) -> int:
-    """The held rows of this kind flow again (what held them is fixed). Returns how many."""
-    return db.session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.kind == kind, OutboxEvent.status == HELD)
-        .values(status=PENDING, next_attempt_at=utcnow(), status_detail=None),
+                payload=_payload(event.body), status_detail=None, give_up_at=None),
         execution_options=_QUIET).rowcount
+    if moved and earlier is not None and earlier.order_id is not None:
+        tallies.order_left_run(earlier.backfill_run_id, earlier.order_id)
+    return moved
 
 
-def cancel_kind(organizer_id: int, kind: str, detail: str) -> None:
-    """Nothing more of this kind goes out (the organizer turned list subscriptions off)."""
-    db.session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.organizer_id == organizer_id, OutboxEvent.kind == kind,
-               OutboxEvent.status.in_((PENDING, CLAIMED, HELD)))
-        .values(status=CANCELLED, status_detail=detail, claim_token=None, claimed_until=None),
-        execution_options=_QUIET)
+# --- a connection's turns (Needs reconnect, Reconnect, Disconnect), for all rows or for one kind -----------
+# A subscription can wait for something events never need (a list to be chosen, the list permission), while
+# the events go on: with kind=SUBSCRIPTION these act on those rows alone. The caller commits.
 
+def _of(organizer_id: int, kind: str | None, *statuses: str):
+    rows = [OutboxEvent.organizer_id == organizer_id, OutboxEvent.status.in_(statuses)]
+    return rows if kind is None else [*rows, OutboxEvent.kind == kind]
+
+
+def hold(organizer_id: int, detail: str, kind: str | None = None) -> None:
+    """Hold (never drop) what waits to go (of one kind, when given), until the organizer reconnects or, for list
+    subscriptions, a list is chosen again."""
+    db.session.execute(update(OutboxEvent).where(*_of(organizer_id, kind, PENDING, CLAIMED))
+                       .values(status=HELD, claim_token=None, claimed_until=None, status_detail=detail),
+                       execution_options=_QUIET)
+
+
+def resume(organizer_id: int, kind: str | None = None) -> int:
+    """The held rows (of one kind, when given) flow again, keeping their original time: what held them is fixed
+    (a Reconnect, a list chosen). Returns how many."""
+    return db.session.execute(update(OutboxEvent).where(*_of(organizer_id, kind, HELD))
+                              .values(status=PENDING, next_attempt_at=utcnow(), status_detail=None),
+                              execution_options=_QUIET).rowcount
+
+
+def cancel(organizer_id: int, detail: str, kind: str | None = None) -> None:
+    """Nothing more (of one kind, when given) goes out: waiting, claimed and held rows are cancelled (a Disconnect;
+    list subscriptions turned off)."""
+    db.session.execute(update(OutboxEvent).where(*_of(organizer_id, kind, PENDING, CLAIMED, HELD))
+                       .values(status=CANCELLED, status_detail=detail, claim_token=None, claimed_until=None),
+                       execution_options=_QUIET)
 
 
 def note_attempts(rows: list[Claimed], response: ApiResponse, outcome: str, via: str) -> None:
-    """Write down tries that changed no state themselves (Klaviyo refused, and hold_kind holds the rows), so
+    """Write down tries that changed no state themselves (Klaviyo refused, and hold() holds the rows), so
     the sync timeline shows Klaviyo's answer. The caller commits."""
     now = utcnow()
     for row in rows:

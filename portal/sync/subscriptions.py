@@ -84,7 +84,7 @@ def deliver(organizer_id: int) -> int:
             settings = settings_for(organizer_id)
             waiting = why_waiting(connection, settings)
             if waiting:
-                outbox.hold_kind(organizer_id, SUBSCRIPTION, waiting)
+                outbox.hold(organizer_id, waiting, SUBSCRIPTION)
                 db.session.commit()
                 return accepted
             accepted += _send(connection, settings, rows)
@@ -142,7 +142,7 @@ def _hold(connection: KlaviyoConnection, settings: ListSettings, rows: list[Clai
     settings.problem_detail = response.error_text()
     settings.problem_at = utcnow()
     outbox.note_attempts(rows, response, "held", "bulk")
-    outbox.hold_kind(connection.organizer_id, SUBSCRIPTION, HELD_LIST_MISSING if missing_list else HELD_REFUSED)
+    outbox.hold(connection.organizer_id, HELD_LIST_MISSING if missing_list else HELD_REFUSED, SUBSCRIPTION)
     db.session.commit()
     log.warning(json.dumps({"msg": "klaviyo.subscriptions_held", "organizer": connection.organizer_id,
                             "status": response.status, "detail": settings.problem_detail}))

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.orm import load_only
 
 from portal.extensions import db
 from portal.sync import connection as klaviyo
@@ -85,12 +86,23 @@ class OrderCheck:
 
 
 def order_check(connection: KlaviyoConnection | None, order_id: int) -> OrderCheck:
-    rows = list(db.session.scalars(select(OutboxEvent).where(OutboxEvent.order_id == order_id,
-                                                             OutboxEvent.kind == EVENT)))
+    return order_checks(connection, [order_id])[order_id]
+
+
+def order_checks(connection: KlaviyoConnection | None, order_ids: list[int]) -> dict[int, OrderCheck]:
+    """order_check of several orders in two queries (the checklist looks at ten test orders, and polls)."""
+    rows = list(db.session.scalars(
+        select(OutboxEvent).options(load_only(OutboxEvent.id, OutboxEvent.order_id, OutboxEvent.status,
+                                              OutboxEvent.kind))
+        .where(OutboxEvent.order_id.in_(order_ids), OutboxEvent.kind == EVENT).order_by(OutboxEvent.id)))
     found = verdicts(connection, rows)
-    states = [found[row.id].state if row.id in found else None for row in rows]
-    return OrderCheck(total=len(rows), stored=states.count(STORED), dropped=states.count(DROPPED),
-                      waiting=len(rows) - states.count(STORED) - states.count(DROPPED),
-                      no_permission="no_permission" in states,
-                      reasons=tuple(found[row.id].reason for row in rows
-                                    if row.id in found and found[row.id].reason))
+    out = {}
+    for order_id in order_ids:
+        mine = [row for row in rows if row.order_id == order_id]
+        states = [found[row.id].state if row.id in found else None for row in mine]
+        out[order_id] = OrderCheck(total=len(mine), stored=states.count(STORED), dropped=states.count(DROPPED),
+                                   waiting=len(mine) - states.count(STORED) - states.count(DROPPED),
+                                   no_permission="no_permission" in states,
+                                   reasons=tuple(found[row.id].reason for row in mine
+                                                 if row.id in found and found[row.id].reason))
+    return out
