@@ -225,6 +225,20 @@ def max_outbox_id(stack: Stack) -> int:
     return value
 
 
+def waiting_since(stack: Stack, first_id: int) -> int:
+    """Outbox rows written after first_id that Klaviyo has not accepted yet."""
+    from sqlalchemy import func, select
+
+    from portal.extensions import db
+    from portal.sync.models import OutboxEvent
+
+    with stack.app.app_context():
+        value = db.session.scalar(select(func.count()).select_from(OutboxEvent)
+                                  .where(OutboxEvent.id > first_id, OutboxEvent.status != "sent"))
+        db.session.remove()
+    return value
+
+
 def counts(stack: Stack) -> tuple[int, int, int]:
     from sqlalchemy import func, select
 
@@ -380,7 +394,7 @@ def measure(args, client_kind: str) -> dict:
                         load = load_python(gun.url, path, token, types, args.seconds, args.concurrency)
                 ended = time.time()
                 orders1, rows1, sent1 = counts(stack)
-                backlog = rows1 - rows0 - (sent1 - sent0)  # written during the load, not yet accepted when it ended
+                backlog = waiting_since(stack, first_id)  # written during the load, not yet accepted when it ended
                 api1 = stack.sandbox.stats()
                 statuses = gun.statuses(path, "POST")
                 server = gun.server_times(path, "POST")

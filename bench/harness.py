@@ -3,7 +3,7 @@
 real rate limits on, an app, organizers connected through the real OAuth flow, and real worker processes.
 
 Nothing here touches the machine's shared Redis on 6379: the Redis is always our own, and the PostgreSQL
-database named in --database-url is emptied (migrations downgraded to base, then upgraded) before use, so
+database named in --database-url is emptied (its public schema dropped, then migrated up) before use, so
 point it at a database made for benchmarks (e.g. `createdb -h 127.0.0.1 -U postgres bench`; it is created
 when missing).
 """
@@ -209,7 +209,7 @@ class Stack:
         self.sandbox = Sandbox(self.tmp).start()
         if self.database_url.startswith("postgresql"):
             ensure_postgres_database(self.database_url)
-        from flask_migrate import downgrade, upgrade
+        from flask_migrate import upgrade
 
         from portal import create_app
         from portal.extensions import db
@@ -217,7 +217,11 @@ class Stack:
         self.app = create_app(self.config())
         with self.app.app_context():
             if self.database_url.startswith("postgresql"):
-                downgrade(directory=str(ROOT / "migrations"), revision="base")
+                # Emptied whatever made it: an older commit's migrations can't downgrade a newer schema
+                # (--compare runs the previous commit on the same database).
+                with db.engine.begin() as conn:
+                    conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+                    conn.exec_driver_sql("CREATE SCHEMA public")
             upgrade(directory=str(ROOT / "migrations"))
             db.engine.dispose()
         return self

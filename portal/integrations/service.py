@@ -11,7 +11,7 @@ from datetime import timedelta
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
 from redis.exceptions import RedisError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 
 from portal.events.models import Event
 from portal.extensions import db
@@ -251,13 +251,13 @@ def checklist(organizer_id: int) -> Checklist:
         Event.organizer_id == organizer_id, Event.status == "live"))
     previewed = db.session.scalar(select(func.count()).select_from(Event).where(
         Event.organizer_id == organizer_id, Event.preview_opened_at.is_not(None)))
-    test_order = db.session.scalar(select(Order.id).where(Order.organizer_id == organizer_id, Order.is_test.is_(True))
+    test_order = db.session.scalar(select(Order.id).where(Order.organizer_id == organizer_id, Order.is_test == true())
                                    .order_by(Order.id.desc()).limit(1))
     if test_order is None:
         return Checklist(bool(live), bool(previewed), None, False)
     connection = klaviyo.connection_for(organizer_id)
     earlier = list(db.session.scalars(
-        select(Order.id).where(Order.organizer_id == organizer_id, Order.is_test.is_(True), Order.id != test_order)
+        select(Order.id).where(Order.organizer_id == organizer_id, Order.is_test == true(), Order.id != test_order)
         .order_by(Order.id.desc()).limit(9)))
     checks = verdicts.order_checks(connection, [test_order, *earlier])  # two queries for the ten orders
     latest = checks[test_order]

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from flask import current_app
 from redis.exceptions import LockError, RedisError
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, select, true, update
 from sqlalchemy.exc import IntegrityError
 
 from portal.contact import klaviyo_drops
@@ -55,7 +55,7 @@ def enqueue(organizer_id: int) -> bool:
 def _new_rows(organizer_id: int | None = None):
     """Accepted events of recent test orders that were never looked for."""
     query = (select(OutboxEvent).join(Order, Order.id == OutboxEvent.order_id)
-             .where(Order.is_test.is_(True), Order.placed_at >= utcnow() - LOOKBACK, OutboxEvent.status == SENT,
+             .where(Order.is_test == true(), Order.placed_at >= utcnow() - LOOKBACK, OutboxEvent.status == SENT,
                     OutboxEvent.kind == EVENT,  # a list subscription is no event to read back
                     ~exists().where(EventCheck.outbox_id == OutboxEvent.id)))
     return query.where(OutboxEvent.organizer_id == organizer_id) if organizer_id is not None else query
