@@ -156,11 +156,12 @@ def checkout(kind, public_id):
         checkout.errors["test_domain"] = warning
         return _show(event, layout, preview, checkout, 422, "Klaviyo would drop this test order's events: see why "
                      "above the button.")
+    if refusal := limits.admit(event.id, nonce, count_address=not preview):  # before any more database work
+        return _show(event, layout, preview, checkout, 429, refusal)
     if not preview and (problem := _too_many_for(event, checkout.order.email)):
+        limits.give_back_form_use(nonce)
         checkout.errors["email"] = problem
         return _show(event, layout, preview, checkout, 422, "Please check the highlighted fields.")
-    if refusal := limits.admit(event.id, nonce, count_address=not preview):
-        return _show(event, layout, preview, checkout, 429, refusal)
     try:
         order = place_order(event, checkout.order, connection=connection)
     except SoldOut as exc:
