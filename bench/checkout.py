@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 
 from bench.harness import (  # noqa: E402
-    PASSWORD, CpuMeter, Stack, bulk_floor_seconds, checkout_form, pids_named, wait_for_quiet, free_port, loadavg, machine, percentile, summary_ms,
+    PASSWORD, CpuMeter, Stack, bulk_floor_seconds, checkout_form, pids_named, run_on_commit, wait_for_quiet, free_port, loadavg, machine, percentile,
+    summary_ms,
 )
 from devtools import processes  # noqa: E402
 
@@ -462,20 +463,11 @@ def measure(args, client_kind: str) -> dict:
 
 
 def run_commit(rev: str, args) -> dict:
-    """The same benchmark on another commit (exported with snapshot.sh), in its own process, after this one."""
-    directory = subprocess.run([str(ROOT / "bench" / "snapshot.sh"), rev], check=True, capture_output=True,
-                               text=True, cwd=ROOT).stdout.strip()
-    command = [sys.executable, "-m", "bench.checkout", "--json", "--compare", "none", "--configs", args.configs,
-               "--seconds", str(args.seconds), "--concurrency", str(args.concurrency), "--client", args.client,
-               "--integrations", str(args.integrations), "--preload", str(args.preload)]
-    if args.database_url:
-        command += ["--database-url", args.database_url]
-    if args.no_worker:
-        command.append("--no-worker")
-    done = subprocess.run(command, cwd=directory, capture_output=True, text=True, timeout=args.seconds * 20 + 1800)
-    if done.returncode != 0:
-        raise SystemExit(f"the benchmark failed on {rev}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """The same benchmark on another commit (bench.harness.run_on_commit), in its own process, after this one."""
+    options = ["--configs", args.configs, "--seconds", str(args.seconds), "--concurrency", str(args.concurrency),
+               "--client", args.client, "--integrations", str(args.integrations), "--preload", str(args.preload)]
+    return run_on_commit("bench.checkout", rev, options + (["--no-worker"] if args.no_worker else []),
+                         args.database_url, timeout=args.seconds * 20 + 1800)
 
 
 def side_by_side(label_a: str, a: dict, label_b: str, b: dict | None) -> None:

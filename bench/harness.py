@@ -9,6 +9,7 @@ when missing).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -498,3 +499,23 @@ def log_problems(text: str) -> dict:
         "database is locked": text.count("database is locked"),
         "job failures": sum(1 for line in text.splitlines() if "rq.worker ERROR" in line or "Moving job to FailedJobRegistry" in line),
     }.items() if v}
+
+
+def run_on_commit(module: str, rev: str, options: list[str], database_url: str | None = None,
+                  timeout: float = 3600) -> dict:
+    """The same benchmark on another commit, for the side-by-side figures: export it (bench/snapshot.sh, read-only
+    for the repo; or a directory exported already), run `python -m <module> --json --compare none <options>` there
+    in its own process, after this one's run, and return the figures it prints as JSON on its last line."""
+    if Path(rev).is_dir():
+        directory = rev
+    else:
+        directory = subprocess.run([str(ROOT / "bench" / "snapshot.sh"), rev], check=True, capture_output=True,
+                                   text=True, cwd=ROOT).stdout.strip().splitlines()[-1]
+    command = [sys.executable, "-m", module, "--json", "--compare", "none", *options]
+    if database_url:
+        command += ["--database-url", database_url]
+    done = subprocess.run(command, cwd=directory, capture_output=True, text=True, timeout=timeout)
+    if done.returncode:
+        raise SystemExit(f"the run on {rev} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.harness import PASSWORD, loadavg, machine, percentile, wait_for_quiet  # noqa: E402
+from bench.harness import PASSWORD, loadavg, machine, percentile, run_on_commit, wait_for_quiet  # noqa: E402
 from bench.orders_list import fresh_postgres_database  # noqa: E402
 
 EMAIL = "pages@organizer.test"
@@ -359,17 +359,9 @@ def run_here(args) -> dict:
 
 
 def run_commit(rev: str, args) -> dict:
-    """The same measurement on another commit: export it (git archive, read-only) and run this script there."""
-    directory = subprocess.run([str(ROOT / "bench" / "snapshot.sh"), rev], check=True, capture_output=True,
-                               text=True).stdout.strip().splitlines()[-1]
-    command = [sys.executable, "-m", "bench.pages", "--json", "--compare", "none", "--orders", str(args.orders),
-               "--backfilled", str(args.backfilled), "--requests", str(args.baseline_requests)]
-    if args.database_url:
-        command += ["--database-url", args.database_url]
-    done = subprocess.run(command, cwd=directory, capture_output=True, text=True, timeout=3600)
-    if done.returncode:
-        raise SystemExit(f"the run on {rev} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """The same measurement on another commit (bench.harness.run_on_commit)."""
+    return run_on_commit("bench.pages", rev, ["--orders", str(args.orders), "--backfilled", str(args.backfilled),
+                                              "--requests", str(args.baseline_requests)], args.database_url)
 
 
 def main(argv=None) -> int:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.harness import (  # noqa: E402
     BULK_BURST, BULK_STEADY, CpuMeter, Stack, bulk_floor_seconds, loadavg, log_problems, machine, percentile,
-    pids_named, proc_status, typical_order, wait_for_quiet,
+    pids_named, proc_status, run_on_commit, typical_order, wait_for_quiet,
 )
 
 OURS = "SBX01HXYZ"
@@ -224,21 +224,10 @@ def run_here(args) -> dict:
 
 
 def run_commit(rev: str, args) -> dict:
-    """The same run on another commit: exported with snapshot.sh (read-only for the repo), this script run there."""
-    if Path(rev).is_dir():  # a tree exported already (bench/snapshot.sh REV DIR), e.g. when running from another
-        directory = rev
-    else:
-        directory = subprocess.run([str(ROOT / "bench" / "snapshot.sh"), rev], check=True, capture_output=True,
-                                   text=True).stdout.strip().splitlines()[-1]
-    command = [sys.executable, "-m", "bench.sustained", "--json", "--compare", "none", "--rate", str(args.rate),
-               "--seconds", str(args.seconds), "--workers", str(args.workers), "--producers", str(args.producers),
-               "--timeout", str(args.timeout)]
-    if args.database_url:
-        command += ["--database-url", args.database_url]
-    done = subprocess.run(command, cwd=directory, capture_output=True, text=True, timeout=7200)
-    if done.returncode:
-        raise SystemExit(f"the run on {rev} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """The same run on another commit, or on a tree exported already (bench.harness.run_on_commit)."""
+    return run_on_commit("bench.sustained", rev, [
+        "--rate", str(args.rate), "--seconds", str(args.seconds), "--workers", str(args.workers),
+        "--producers", str(args.producers), "--timeout", str(args.timeout)], args.database_url, timeout=7200)
 
 
 ROWS = [
