@@ -276,7 +276,7 @@ def test_the_migration_fills_the_run_tallies_and_goes_back_down(tmp_path, redis_
     migrations = str(ROOT / "migrations")
     config = Config()
     config.set_main_option("script_location", migrations)
-    assert ScriptDirectory.from_config(config).get_heads() == ["p17runtally"]  # one head
+    assert len(ScriptDirectory.from_config(config).get_heads()) == 1  # one head, whatever comes after
 
     app = create_app(base_config(f"sqlite:///{tmp_path / 'old.db'}", redis_server.url, sandbox.url))
     with app.app_context():
