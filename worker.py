@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 import time
+from contextlib import contextmanager
 
 import redis
 from rq import SimpleWorker, worker_registration
@@ -44,6 +45,30 @@ class OutboxWorker(SimpleWorker):
     max_connection_wait_time = 5.0  # rq's reconnect backoff while it waits for a job: 1, 2, 4, 5, 5... s
     _rq_maintained_at = 0.0
     _wake_at: float | None = None  # time.monotonic() when the next outbox row falls due, if one does
+    _holding_stop = False  # in a sweep: a SIGTERM waits for its end (see _stop_held)
+    _stop_held = False  # a SIGTERM came meanwhile
+
+    # --- a warm shutdown that is never lost ---------------------------------------------------------------
+
+    def _shutdown(self):
+        """rq stops an idle worker by raising StopRequested from its SIGTERM handler, wherever the worker is.
+        In a sweep that lands in the middle of a database call, inside an `except Exception` that logs it and
+        carries on: the stop was lost, the worker ran on until its SIGKILL. There it waits for the sweep's end."""
+        if self._holding_stop:
+            self._stop_held = True
+            return
+        super()._shutdown()
+
+    @contextmanager
+    def _holding_a_stop(self):
+        outer, self._holding_stop = self._holding_stop, True
+        try:
+            yield
+        finally:
+            self._holding_stop = outer
+        if not outer and self._stop_held:
+            self._stop_held = False
+            super()._shutdown()  # StopRequested now, for rq's work loop (or a stop after the job, when busy)
 
     # --- the sweep: regularly, and when the next row falls due ------------------------------------------
 
@@ -63,6 +88,10 @@ class OutboxWorker(SimpleWorker):
         return super().should_run_maintenance_tasks
 
     def run_maintenance_tasks(self):
+        with self._holding_a_stop():
+            self._maintain()
+
+    def _maintain(self) -> None:
         if time.monotonic() - self._rq_maintained_at >= self.rq_maintenance_every:
             self._rq_maintained_at = time.monotonic()
             try:
@@ -79,6 +108,10 @@ class OutboxWorker(SimpleWorker):
 
     def _plan_wake(self) -> None:
         """Remember when the next outbox row falls due, so the worker sweeps then."""
+        with self._holding_a_stop():
+            self._plan_wake_now()
+
+    def _plan_wake_now(self) -> None:
         try:
             due = next_due_at()
         except Exception:  # noqa: BLE001 - without the figure the regular sweep still runs

@@ -347,7 +347,18 @@ class PortalThread:
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="portal", daemon=True)
 
     def _wsgi(self, environ, start_response):
-        return self.app(environ, start_response)
+        from werkzeug.wsgi import FileWrapper
+
+        result = self.app(environ, start_response)
+        if isinstance(result, FileWrapper):
+            # A file (a static one) is read at once and closed here: werkzeug's server skips close() when the
+            # browser resets the connection mid-response (reading the rest of the request fails first), and the
+            # open file then reaches the garbage collector: a ResourceWarning in whichever test runs then.
+            try:
+                return [b"".join(result)]
+            finally:
+                result.close()
+        return result
 
     def start(self, app) -> PortalThread:
         self.app = app

@@ -175,3 +175,44 @@ def test_after_a_429_with_retry_after_2_sending_resumes_about_2_seconds_later(ap
     assert resumed - throttled[0] >= 2.0, "an event went out before Retry-After had passed"
     assert sandbox_received(sandbox.url) == dict.fromkeys(expected, 1)
     print(f"resumed {resumed - throttled[0]:.2f} s after the 429")
+
+
+@pytest.mark.parametrize("where", ["sweep", "plan_wake"])
+def test_a_sigterm_in_the_middle_of_a_sweep_still_stops_the_worker_warm(app, monkeypatch, where):
+    """rq stops an idle worker by raising StopRequested from its SIGTERM handler, wherever it is. Mid-sweep that
+    lands in a database call, inside an `except Exception` that logs and carries on: the stop must not be lost
+    (it was: the worker ran on until its SIGKILL). Here the sweep gets the signal, and swallows what it raises."""
+    import os
+    import signal
+
+    import worker as worker_module
+    from portal.sync.queue import queue, redis_connection
+
+    calls = []
+
+    def interrupted():
+        calls.append(where)
+        if len(calls) > 1:  # out of the work loop, which `except Exception` would not be
+            raise SystemExit("the worker swept again after its SIGTERM: the stop was lost")
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs right here, as it would mid-query
+            time.sleep(0.01)
+        except Exception:  # noqa: BLE001 - as the sweep's own parts do
+            pass
+
+    if where == "sweep":
+        monkeypatch.setattr(worker_module, "sweep", interrupted)
+    else:
+        monkeypatch.setattr(worker_module, "sweep", lambda: None)
+        monkeypatch.setattr(worker_module, "next_due_at", lambda: interrupted())
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with app.app_context():
+            worker = worker_module.OutboxWorker([queue()], connection=redis_connection(), maintenance_interval=1)
+            started = time.monotonic()
+            worker.work(burst=False, with_scheduler=False, logging_level="WARNING")
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert calls == [where]
+    assert time.monotonic() - started < 5  # stopped after the sweep, not when a second signal came
