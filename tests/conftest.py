@@ -51,7 +51,33 @@ def database_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def database_url(database_dir):
-    return os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{database_dir / 'portal.db'}"
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        return f"sqlite:///{database_dir / 'portal.db'}"
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # pytest-xdist's gw0, gw1, ...: each needs a database of its own
+    return _worker_database(url, worker) if worker else url
+
+
+def _worker_database(url: str, worker: str) -> str:
+    """TEST_DATABASE_URL's database with the xdist worker's id added (test -> test_gw0), created when missing
+    (through the server's `postgres` database), its commits asynchronous."""
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    with psycopg.connect(host=base.host, port=base.port or 5432, user=base.username, password=base.password,
+                         dbname="postgres", autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):  # another run made it just now
+                pass
+        # A commit needn't wait for its WAL flush here (about 4 ms on this disk, as SQLite's fsync would be: see
+        # database_dir). Only a server crash could lose the last commits; what every session sees is unchanged.
+        conn.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(sql.Identifier(name)))
+    return base.set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")
