@@ -15,6 +15,7 @@ from portal.consent.models import DEFAULT_WORDING, EMAIL, SMS, WORDING_MAX, Cons
 from portal.extensions import db
 from portal.klaviyo.subscriptions import build_subscription
 from portal.sync import outbox
+from portal.sync.connection import LOOK_UP, connection_for
 from portal.sync.models import DISCONNECTED, SUBSCRIPTION, KlaviyoConnection, OutboxEvent
 from portal.types import utcnow
 
@@ -167,15 +168,11 @@ def _version(value) -> int | None:
     return int(value) if value.isascii() and value.isdigit() and len(value) <= 6 else None
 
 
-LOAD = object()  # from_checkout's connection: look it up
-
-
-def from_checkout(event, form, channel: str, phone: str | None, connection=LOAD) -> ConsentInput | None:
+def from_checkout(event, form, channel: str, phone: str | None, connection=LOOK_UP) -> ConsentInput | None:
     """What the purchaser did with the consent box, from the posted checkout form; None when no box was shown
     (list subscriptions off). SMS consent counts only with a phone number, the only case the box is shown in."""
-    if connection is LOAD:
-        connection = db.session.scalar(select(KlaviyoConnection).where(
-            KlaviyoConnection.organizer_id == event.organizer_id))
+    if connection is LOOK_UP:
+        connection = connection_for(event.organizer_id)
     if not is_on(connection):
         return None
     versions = {channel_: _version(form.get(f"consent_{channel_}_version")) for channel_ in (EMAIL, SMS)}

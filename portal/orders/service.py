@@ -15,7 +15,7 @@ from portal.klaviyo.payloads import NextEvents, OrderData, Person, TicketLine, b
 from portal.orders import holders
 from portal.orders.models import PAID, VALID, Attendee, Order, Ticket
 from portal.sync import abandoned
-from portal.sync.connection import connection_for
+from portal.sync.connection import LOOK_UP, connection_for
 from portal.sync.outbox import add_rows
 from portal.sync.queue import enqueue_delivery
 from portal.types import utcnow
@@ -86,10 +86,7 @@ def discounted(price: Decimal, discount: DiscountCode | None) -> Decimal:
     return max(price - cut, Decimal("0")).quantize(CENT)
 
 
-LOAD = object()  # place_order's connection: look it up
-
-
-def place_order(event: Event, data: OrderInput, allow_oversell: bool = False, connection=LOAD) -> Order:
+def place_order(event: Event, data: OrderInput, allow_oversell: bool = False, connection=LOOK_UP) -> Order:
     """Record a paid order and queue its Klaviyo events, atomically; then wake the worker.
 
     Lean, because an on-sale runs through here hundreds of times a second: everything that can happen before the
@@ -103,7 +100,7 @@ def place_order(event: Event, data: OrderInput, allow_oversell: bool = False, co
         raise ValueError("OrderInput.prices needs exactly one LinePrice per line")
     region = event.country or current_app.config["DEFAULT_PHONE_REGION"]
     organizer_id = event.organizer_id  # the commit expires `event`: no reading it back to wake the worker
-    if connection is LOAD:
+    if connection is LOOK_UP:
         connection = connection_for(organizer_id)
     priced = _priced(event, data)
     people = [priced.order["email"]] + [attendee["email"] for attendee in priced.attendees]

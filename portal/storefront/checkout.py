@@ -8,6 +8,7 @@ from portal.consent import service as consent
 from portal.contact import check_email, check_name, check_phone
 from portal.events.models import Event, TicketType
 from portal.orders.service import AttendeeInput, OrderInput, discounted, find_discount
+from portal.sync.connection import LOOK_UP
 
 MAX_PER_ORDER = 20
 
@@ -38,7 +39,7 @@ def _text(form, name: str) -> str:
     return (form.get(name) or "").strip()
 
 
-def read_checkout(event: Event, form, source: str, is_test: bool, connection=consent.LOAD) -> Checkout:
+def read_checkout(event: Event, form, source: str, is_test: bool, connection=LOOK_UP) -> Checkout:
     """Parse the posted form against this event's ticket types and check every field (with the organizer's
     Klaviyo connection, when the caller has it, for the consent box)."""
     values = {key: form.get(key, "") for key in form.keys()}

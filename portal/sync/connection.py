@@ -64,6 +64,10 @@ def turn_off(connection: KlaviyoConnection, feature: str) -> None:
     connection.features = " ".join(f for f in connection.feature_list if f != feature)
 
 
+# A caller that has read the organizer's connection already passes it on; this default means "look it up" (None is a
+# connection that does not exist).
+LOOK_UP = object()
+
 _CONNECTION_FOR = select(KlaviyoConnection).where(KlaviyoConnection.organizer_id == bindparam("organizer_id"))
 
 
